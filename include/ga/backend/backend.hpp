@@ -1,0 +1,123 @@
+// The backend interface: the ONE place that knows CPU from CUDA.
+//
+// A backend is a set of kernels over raw tensors: no autograd, no broadcasting
+// rules, no shape inference. The ops layer checks arguments, allocates outputs,
+// arranges inputs into the layouts documented on each kernel, and calls
+// `backend::of(tensor)`. To add a device: implement this class (see README,
+// "How to add a backend") and return it from `backend::get`.
+//
+// Common contract: every tensor passed to one call lives on this backend's device;
+// `out` tensors are preallocated by the caller, contiguous, and never alias inputs
+// unless a kernel says otherwise. Kernels validate data-dependent input themselves
+// (index ranges) and throw ga::IndexError naming the op.
+#pragma once
+#include <memory>
+
+#include "../core/core.hpp"
+
+namespace ga::backend {
+
+enum class UnaryOp {
+  Neg, Exp, Log, Sqrt, Rsqrt, Abs, Sign, Tanh, Sigmoid, Relu,
+  Gelu,            // exact: x * Phi(x)
+  GeluGrad,        // d gelu / dx
+  QuickGelu,       // x * sigmoid(1.702 x)
+  QuickGeluGrad,   // d quick_gelu / dx
+  PowScalar,       // x ^ a
+  Clamp,           // min(max(x, a), b)
+  Step,            // 1 if a < x < b else 0 (clamp's and relu's derivative mask)
+  AddScalar,       // x + a
+  MulScalar,       // x * a
+};
+
+enum class BinaryOp {
+  Add, Sub, Mul, Div, Pow, Maximum, Minimum,
+  Eq, Ne, Lt, Le, Gt, Ge,  // comparisons write b8
+};
+
+enum class ReduceOp { Sum, Mean, Max, Min, ArgMax, ArgMin, LogSumExp };
+
+/// Geometry of one 2-D convolution / pooling window sweep.
+struct Window2d {
+  int64_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0;
+  int64_t out_h(int64_t h) const { return (h + 2 * ph - kh) / sh + 1; }
+  int64_t out_w(int64_t w) const { return (w + 2 * pw - kw) / sw + 1; }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // ---- memory ----
+  /// Uninitialised memory for nbytes on this device.
+  virtual std::shared_ptr<Storage> allocate(size_t nbytes) = 0;
+  /// dst[i] = cast(src[i]) for every index; same shape, any strides and dtypes. dst may
+  /// be non-contiguous but must not overlap itself (no expanded dims).
+  virtual void copy(const Tensor& src, const Tensor& dst) = 0;
+  /// Every element of dst (any strides, no expanded dims) set to v.
+  virtual void fill(const Tensor& dst, double v) = 0;
+  /// Host bytes to/from a contiguous tensor of this device.
+  virtual void upload(const void* host, const Tensor& dst) = 0;
+  virtual void download(const Tensor& src, void* host) = 0;
+
+  // ---- elementwise ----
+  /// out = op(x; a, b). x has out's shape (any strides); float dtypes; out same dtype.
+  virtual void unary(UnaryOp op, const Tensor& x, const Tensor& out, double a = 0, double b = 0) = 0;
+  /// out = a op b. a and b have out's shape (any strides, 0 for broadcast dims) and one
+  /// float dtype; out has that dtype, or b8 for comparisons.
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  /// out = cond ? a : b. All have out's shape (any strides); cond is b8.
+  virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+
+  // ---- reductions ----
+  /// x contiguous [rows, n]; out contiguous [rows]: f-dtype of x, or i64 for ArgMax/ArgMin.
+  /// Max/Min/ArgMax/ArgMin require n > 0; Sum of n = 0 is 0, Mean and LogSumExp of n = 0 are nan and -inf.
+  virtual void reduce_last(ReduceOp op, const Tensor& x, const Tensor& out) = 0;
+
+  // ---- linear algebra ----
+  /// out[i] = a[i] @ b[i] for a [B, M, K], b [B, K, N], out [B, M, N]. a and b may have any
+  /// strides (batch stride 0 for broadcast); out contiguous. Float dtypes, all the same.
+  virtual void matmul(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+
+  // ---- neural-network kernels (inputs contiguous unless stated) ----
+  /// Row-wise (log-)softmax of x [rows, n] into out [rows, n].
+  virtual void softmax_last(const Tensor& x, const Tensor& out, bool log) = 0;
+  /// Row-wise layer norm of x [rows, n]; w and b are [n] or undefined; also writes the
+  /// per-row mean and 1/sqrt(var + eps) (biased variance) into mean, rstd [rows].
+  virtual void layer_norm_last(const Tensor& x, const Tensor& w, const Tensor& b, double eps,
+                               const Tensor& out, const Tensor& mean, const Tensor& rstd) = 0;
+  /// x [C, H, W] -> cols [C*kh*kw, OH*OW] (zero padding).
+  virtual void im2col(const Tensor& x, const Window2d& g, const Tensor& cols) = 0;
+  /// The adjoint of im2col: x [C, H, W] += scatter of cols [C*kh*kw, OH*OW].
+  virtual void col2im(const Tensor& cols, const Window2d& g, const Tensor& x) = 0;
+  /// Average pooling of x [N, C, H, W] into out [N, C, OH, OW]; padding counts as zeros
+  /// in the divisor when count_include_pad.
+  virtual void avg_pool2d(const Tensor& x, const Window2d& g, bool count_include_pad,
+                          const Tensor& out) = 0;
+  /// gx [N, C, H, W] (zeroed by the caller) += adjoint of avg_pool2d applied to gout.
+  virtual void avg_pool2d_backward(const Tensor& gout, const Window2d& g, bool count_include_pad,
+                                   const Tensor& gx) = 0;
+  /// PyTorch's adaptive average pooling of x [N, C, H, W] into out [N, C, OH, OW]:
+  /// bin i spans [floor(i*H/OH), ceil((i+1)*H/OH)).
+  virtual void adaptive_avg_pool2d(const Tensor& x, const Tensor& out) = 0;
+  /// gx [N, C, H, W] (zeroed by the caller) += adjoint of adaptive_avg_pool2d applied to gout.
+  virtual void adaptive_avg_pool2d_backward(const Tensor& gout, const Tensor& gx) = 0;
+
+  // ---- indexing (x, out, src contiguous; idx contiguous i32 or i64) ----
+  /// out = x.index_select(dim, idx): idx 1-D, out's size at dim = idx.numel().
+  virtual void index_select(const Tensor& x, int64_t dim, const Tensor& idx, const Tensor& out) = 0;
+  /// out.index_select(dim, idx) += src (repeated indices accumulate).
+  virtual void index_add(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) = 0;
+  /// out[..i..] = x[..idx[..i..] at dim..]; idx and out have the same shape.
+  virtual void gather(const Tensor& x, int64_t dim, const Tensor& idx, const Tensor& out) = 0;
+  /// out[..idx[..i..] at dim..] += src[..i..]; idx and src have the same shape.
+  virtual void scatter_add(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) = 0;
+};
+
+/// The backend for a device. Throws DeviceError when that device is not compiled in.
+Backend& get(Device d);
+/// The backend of a tensor's device.
+inline Backend& of(const Tensor& t) { return get(t.device()); }
+
+}  // namespace ga::backend

@@ -1,0 +1,8 @@
+// The CPU backend, all kernel families.
+#pragma once
+#include "cpu_backend.hpp"
+#include "elementwise.hpp"
+#include "index_kernels.hpp"
+#include "matmul.hpp"
+#include "nn_kernels.hpp"
+#include "reduce.hpp"

@@ -1,0 +1,51 @@
+// The CPU backend's declaration. Its kernels are defined by family in the files
+// beside this one (elementwise, reduce, matmul, nn_kernels, index_kernels):
+// Eigen for matrix products and vectorised math, OpenMP for parallel loops.
+#pragma once
+#include "../backend.hpp"
+#include "parallel.hpp"
+#include "strided.hpp"
+
+namespace ga::backend::cpu {
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+
+  std::shared_ptr<Storage> allocate(size_t nbytes) override { return Storage::allocate_cpu(nbytes); }
+  void copy(const Tensor& src, const Tensor& dst) override;
+  void fill(const Tensor& dst, double v) override;
+  void upload(const void* host, const Tensor& dst) override;
+  void download(const Tensor& src, void* host) override;
+
+  void unary(UnaryOp op, const Tensor& x, const Tensor& out, double a, double b) override;
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) override;
+
+  void reduce_last(ReduceOp op, const Tensor& x, const Tensor& out) override;
+  void matmul(const Tensor& a, const Tensor& b, const Tensor& out) override;
+
+  void softmax_last(const Tensor& x, const Tensor& out, bool log) override;
+  void layer_norm_last(const Tensor& x, const Tensor& w, const Tensor& b, double eps,
+                       const Tensor& out, const Tensor& mean, const Tensor& rstd) override;
+  void im2col(const Tensor& x, const Window2d& g, const Tensor& cols) override;
+  void col2im(const Tensor& cols, const Window2d& g, const Tensor& x) override;
+  void avg_pool2d(const Tensor& x, const Window2d& g, bool count_include_pad,
+                  const Tensor& out) override;
+  void avg_pool2d_backward(const Tensor& gout, const Window2d& g, bool count_include_pad,
+                           const Tensor& gx) override;
+  void adaptive_avg_pool2d(const Tensor& x, const Tensor& out) override;
+  void adaptive_avg_pool2d_backward(const Tensor& gout, const Tensor& gx) override;
+
+  void index_select(const Tensor& x, int64_t dim, const Tensor& idx, const Tensor& out) override;
+  void index_add(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) override;
+  void gather(const Tensor& x, int64_t dim, const Tensor& idx, const Tensor& out) override;
+  void scatter_add(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) override;
+};
+
+inline CpuBackend& instance() {
+  static CpuBackend b;
+  return b;
+}
+
+}  // namespace ga::backend::cpu

@@ -1,0 +1,73 @@
+// CPU kernel: batched matrix product through Eigen's GEMM, mapping our strided
+// buffers in place (row- or column-major) so the common cases copy nothing.
+#pragma once
+#include <Eigen/Core>
+
+#include "cpu_backend.hpp"
+
+namespace ga::backend::cpu {
+
+namespace detail {
+
+template <class T>
+using MatRM = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using MatCM = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+using Stride = Eigen::OuterStride<>;
+
+/// Calls fn(eigen_matrix_expression) with a [rows, cols] operand whose element (i, j) is
+/// at p[i * rs + j * cs]: mapped in place when either stride is 1, else copied.
+template <class T, class F>
+inline void with_matrix(const T* p, int64_t rows, int64_t cols, int64_t rs, int64_t cs, const F& fn) {
+  if (cs == 1 && rs >= cols) {
+    fn(Eigen::Map<const MatRM<T>, 0, Stride>(p, rows, cols, Stride(rs)));
+  } else if (rs == 1 && cs >= rows) {
+    fn(Eigen::Map<const MatCM<T>, 0, Stride>(p, rows, cols, Stride(cs)));
+  } else {
+    MatRM<T> m(rows, cols);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j) m(i, j) = p[i * rs + j * cs];
+    fn(m);
+  }
+}
+
+template <class T>
+inline void gemm_one(const T* a, const Shape& as, const T* b, const Shape& bs, T* c, int64_t M,
+                     int64_t K, int64_t N) {
+  Eigen::Map<MatRM<T>> C(c, M, N);
+  if (K == 0) {
+    C.setZero();
+    return;
+  }
+  with_matrix(a, M, K, as[1], as[2], [&](const auto& A) {
+    with_matrix(b, K, N, bs[1], bs[2], [&](const auto& B) { C.noalias() = A * B; });
+  });
+}
+
+}  // namespace detail
+
+inline void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const int64_t B = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
+  GA_DISPATCH_FLOAT(a.dtype(), "matmul", {
+    using T = scalar_t;
+    const T* ap = static_cast<const T*>(a.raw_data());
+    const T* bp = static_cast<const T*>(b.raw_data());
+    T* cp = static_cast<T*>(out.raw_data());
+    const Shape& as = a.strides();
+    const Shape& bs = b.strides();
+    auto one = [&](int64_t i) {
+      detail::gemm_one<T>(ap + i * as[0], as, bp + i * bs[0], bs, cp + i * M * N, M, K, N);
+    };
+    // Large products: Eigen parallelises each GEMM itself. Many small ones: one per thread.
+    const double flops = 2.0 * double(M) * double(N) * double(K);
+    if (B > 1 && flops < 4e6) {
+      parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i) one(i);
+      });
+    } else {
+      for (int64_t i = 0; i < B; ++i) one(i);
+    }
+  });
+}
+
+}  // namespace ga::backend::cpu

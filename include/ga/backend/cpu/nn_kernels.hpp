@@ -1,0 +1,87 @@
+// CPU kernels for neural-network layers: softmax, layer norm, im2col/col2im for
+// convolution, and average pooling.
+#pragma once
+#include <cmath>
+
+#include <Eigen/Core>
+
+#include "cpu_backend.hpp"
+
+namespace ga::backend::cpu {
+
+inline void CpuBackend::softmax_last(const Tensor& x, const Tensor& out, bool log) {
+  const int64_t rows = x.size(0), n = x.size(1);
+  GA_DISPATCH_FLOAT(x.dtype(), "softmax", {
+    using T = scalar_t;
+    using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+    const T* xp = static_cast<const T*>(x.raw_data());
+    T* yp = static_cast<T*>(out.raw_data());
+    parallel_for(0, rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(n, 1)), [&](int64_t lo, int64_t hi) {
+      for (int64_t r = lo; r < hi; ++r) {
+        if (n == 0) continue;
+        Eigen::Map<const Arr> xr(xp + r * n, n);
+        Eigen::Map<Arr> yr(yp + r * n, n);
+        const T m = xr.maxCoeff();
+        if (m == -std::numeric_limits<T>::infinity()) {  // fully masked row: PyTorch gives nan
+          yr.setConstant(std::numeric_limits<T>::quiet_NaN());
+          continue;
+        }
+        yr = (xr - m).exp();
+        const T s = yr.sum();
+        if (log) yr = (xr - m) - std::log(s);
+        else yr /= s;
+      }
+    });
+  });
+}
+
+inline void CpuBackend::layer_norm_last(const Tensor& x, const Tensor& w, const Tensor& b, double eps,
+                                        const Tensor& out, const Tensor& mean, const Tensor& rstd) {
+  const int64_t rows = x.size(0), n = x.size(1);
+  GA_DISPATCH_FLOAT(x.dtype(), "layer_norm", {
+    using T = scalar_t;
+    using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+    const T* xp = static_cast<const T*>(x.raw_data());
+    const T* wp = w.defined() ? static_cast<const T*>(w.raw_data()) : nullptr;
+    const T* bp = b.defined() ? static_cast<const T*>(b.raw_data()) : nullptr;
+    T* yp = static_cast<T*>(out.raw_data());
+    T* mp = static_cast<T*>(mean.raw_data());
+    T* rp = static_cast<T*>(rstd.raw_data());
+    parallel_for(0, rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(n, 1)), [&](int64_t lo, int64_t hi) {
+      for (int64_t r = lo; r < hi; ++r) {
+        Eigen::Map<const Arr> xr(xp + r * n, n);
+        Eigen::Map<Arr> yr(yp + r * n, n);
+        const T mu = xr.sum() / T(n);
+        const T var = (xr - mu).square().sum() / T(n);  // two passes: stable for large offsets
+        const T rs = T(1) / std::sqrt(var + T(eps));
+        mp[r] = mu;
+        rp[r] = rs;
+        yr = (xr - mu) * rs;
+        if (wp) yr *= Eigen::Map<const Arr>(wp, n);
+        if (bp) yr += Eigen::Map<const Arr>(bp, n);
+      }
+    });
+  });
+}
+
+// ---- convolution and pooling: implemented with the conv2d / pooling ops ----
+inline void CpuBackend::im2col(const Tensor&, const Window2d&, const Tensor&) {
+  throw Error("im2col: not implemented yet");
+}
+inline void CpuBackend::col2im(const Tensor&, const Window2d&, const Tensor&) {
+  throw Error("col2im: not implemented yet");
+}
+inline void CpuBackend::avg_pool2d(const Tensor&, const Window2d&, bool, const Tensor&) {
+  throw Error("avg_pool2d: not implemented yet");
+}
+inline void CpuBackend::avg_pool2d_backward(const Tensor&, const Window2d&, bool, const Tensor&) {
+  throw Error("avg_pool2d_backward: not implemented yet");
+}
+inline void CpuBackend::adaptive_avg_pool2d(const Tensor&, const Tensor&) {
+  throw Error("adaptive_avg_pool2d: not implemented yet");
+}
+inline void CpuBackend::adaptive_avg_pool2d_backward(const Tensor&, const Tensor&) {
+  throw Error("adaptive_avg_pool2d_backward: not implemented yet");
+}
+
+}  // namespace ga::backend::cpu

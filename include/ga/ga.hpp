@@ -1,0 +1,4 @@
+// graphadapter.cpp: everything.
+#pragma once
+#include "tensor.hpp"
+#include "version.hpp"

@@ -1,0 +1,104 @@
+// Matrix products: matmul with NumPy/PyTorch semantics (1-d operands, broadcast
+// batch dims) and linear (x @ w^T + b), the layer every model is made of.
+#pragma once
+#include "reduce.hpp"
+
+namespace ga {
+
+namespace ops {
+GA_REGISTER_OP(matmul, "linalg")
+GA_REGISTER_OP(linear, "linalg")
+
+/// Collapses the batch dims of t [batch..., r, c] into one, as a view when the batch
+/// dims are laid out uniformly (including stride-0 broadcast), else through a copy.
+inline Tensor as_batch3(const Tensor& t) {
+  const int64_t nd = t.dim();
+  const int64_t r = t.shape()[nd - 2], c = t.shape()[nd - 1];
+  // Batch dims of size > 1, inner to outer; they merge when each outer stride is the
+  // inner stride times the inner size (true for contiguous and for stride-0 broadcast).
+  int64_t batch = 1, bstride = 0;
+  bool uniform = true;
+  for (int64_t i = nd - 3; i >= 0; --i) {
+    const int64_t s = t.shape()[i], st = t.strides()[i];
+    if (s == 1) continue;
+    if (batch == 1) bstride = st;
+    else if (st != bstride * batch) uniform = false;
+    batch *= s;
+  }
+  if (uniform) return t.as_strided({batch, r, c}, {bstride, t.strides()[nd - 2], t.strides()[nd - 1]}, t.offset());
+  Tensor cc = t.contiguous();
+  return cc.as_strided({batch, r, c}, {r * c, c, 1}, cc.offset());
+}
+
+/// a [..., M, K] @ b [..., K, N] with broadcast batch dims; both at least 2-d.
+inline Tensor matmul_nd(const Tensor& a, const Tensor& b) {
+  const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
+  GA_CHECK(b.size(-2) == K, ShapeError, "matmul: shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()),
+           " cannot be multiplied (", K, " vs ", b.size(-2), ")");
+  const Shape ab(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
+  Shape batch = broadcast_shapes(ab, bb, "matmul");
+  Shape as = batch, bs = batch, os = batch;
+  as.insert(as.end(), {M, K});
+  bs.insert(bs.end(), {K, N});
+  os.insert(os.end(), {M, N});
+  Tensor a3 = as_batch3(a.detach().expand(as));
+  Tensor b3 = as_batch3(b.detach().expand(bs));
+  Tensor out = empty(os, a.dtype(), a.device());
+  const int64_t B = numel_of(batch);
+  backend::of(a).matmul(a3, b3, out.view({B, M, N}));
+  return autograd::record("matmul", {a, b}, out, [a = a.detach(), b = b.detach()](const Tensor& g, const Needs& n) {
+    return Grads{n[0] ? matmul_nd(g, b.transpose(-1, -2)) : Tensor(),
+                 n[1] ? matmul_nd(a.transpose(-1, -2), g) : Tensor()};
+  });
+}
+}  // namespace ops
+
+/// Matrix product with torch.matmul's rules: 1-d @ 1-d is a dot product; a 1-d left
+/// operand is a row, a 1-d right operand a column (and that dim is removed); other
+/// leading dims broadcast. Float dtypes, the same for both.
+inline Tensor matmul(const Tensor& a, const Tensor& b) {
+  ops::check_float("matmul", a);
+  ops::check_float("matmul", b);
+  ops::check_same_dtype("matmul", a, b);
+  ops::check_same_device("matmul", a, b);
+  GA_CHECK(a.dim() >= 1 && b.dim() >= 1, ShapeError, "matmul: 0-d operand (", shape_str(a.shape()), " and ",
+           shape_str(b.shape()), ")");
+  const bool a_vec = a.dim() == 1, b_vec = b.dim() == 1;
+  Tensor y = ops::matmul_nd(a_vec ? a.unsqueeze(0) : a, b_vec ? b.unsqueeze(1) : b);
+  if (a_vec) y = y.squeeze(-2);
+  if (b_vec) y = y.squeeze(-1);
+  return y;
+}
+
+/// x [..., in] @ w[out, in]^T + b[out] (b optional). The weight is used transposed in
+/// place (no copy).
+inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor()) {
+  ops::check_float("linear", x);
+  ops::check_float("linear", w);
+  ops::check_same_dtype("linear", x, w);
+  GA_CHECK(w.dim() == 2, ShapeError, "linear: weight must be 2-d [out, in], got ", shape_str(w.shape()));
+  GA_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), ShapeError, "linear: input ", shape_str(x.shape()),
+           " does not end in the weight's in-features ", w.size(1), " (weight ", shape_str(w.shape()), ")");
+  if (b.defined()) {
+    ops::check_same_dtype("linear", x, b);
+    GA_CHECK(b.dim() == 1 && b.size(0) == w.size(0), ShapeError, "linear: bias ", shape_str(b.shape()),
+             " does not match out-features ", w.size(0));
+  }
+  const int64_t in = w.size(1), outf = w.size(0);
+  Shape os = x.shape();
+  os.back() = outf;
+  Tensor x2 = x.detach().reshape({-1, in});
+  Tensor y = empty({x2.size(0), outf}, x.dtype(), x.device());
+  backend::of(x).matmul(x2.unsqueeze(0), w.detach().t().unsqueeze(0), y.unsqueeze(0));
+  if (b.defined()) ops::inplace_binary("linear", backend::BinaryOp::Add, y, b.detach().expand(y.shape()));
+  y = y.view(os);
+  return autograd::record("linear", {x, w, b}, y,
+                          [x2, w = w.detach(), in, xs = x.shape()](const Tensor& g, const ops::Needs& n) {
+                            Tensor g2 = g.reshape({-1, g.size(-1)});
+                            return ops::Grads{n[0] ? matmul(g2, w).reshape(xs) : Tensor(),
+                                              n[1] ? matmul(g2.t(), x2) : Tensor(),
+                                              n[2] ? sum(g2, {0}) : Tensor()};
+                          });
+}
+
+}  // namespace ga
