@@ -1,4 +1,5 @@
 // graphadapter.cpp: everything.
 #pragma once
+#include "nn/nn.hpp"
 #include "tensor.hpp"
 #include "version.hpp"

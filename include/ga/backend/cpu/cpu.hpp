@@ -1,5 +1,6 @@
 // The CPU backend, all kernel families.
 #pragma once
+#include "conv_kernels.hpp"
 #include "cpu_backend.hpp"
 #include "elementwise.hpp"
 #include "index_kernels.hpp"

@@ -1,5 +1,4 @@
-// CPU kernels for neural-network layers: softmax, layer norm, im2col/col2im for
-// convolution, and average pooling.
+// CPU kernels for neural-network layers: softmax and layer norm.
 #pragma once
 #include <cmath>
 
@@ -62,26 +61,6 @@ inline void CpuBackend::layer_norm_last(const Tensor& x, const Tensor& w, const 
       }
     });
   });
-}
-
-// ---- convolution and pooling: implemented with the conv2d / pooling ops ----
-inline void CpuBackend::im2col(const Tensor&, const Window2d&, const Tensor&) {
-  throw Error("im2col: not implemented yet");
-}
-inline void CpuBackend::col2im(const Tensor&, const Window2d&, const Tensor&) {
-  throw Error("col2im: not implemented yet");
-}
-inline void CpuBackend::avg_pool2d(const Tensor&, const Window2d&, bool, const Tensor&) {
-  throw Error("avg_pool2d: not implemented yet");
-}
-inline void CpuBackend::avg_pool2d_backward(const Tensor&, const Window2d&, bool, const Tensor&) {
-  throw Error("avg_pool2d_backward: not implemented yet");
-}
-inline void CpuBackend::adaptive_avg_pool2d(const Tensor&, const Tensor&) {
-  throw Error("adaptive_avg_pool2d: not implemented yet");
-}
-inline void CpuBackend::adaptive_avg_pool2d_backward(const Tensor&, const Tensor&) {
-  throw Error("adaptive_avg_pool2d_backward: not implemented yet");
 }
 
 }  // namespace ga::backend::cpu

@@ -1,0 +1,3 @@
+// The nn layer: modules, initialisers, optimizers, schedulers.
+#pragma once
+#include "../tensor.hpp"

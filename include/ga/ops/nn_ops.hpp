@@ -1,0 +1,3 @@
+// placeholder: filled in by the nn_ops ops work.
+#pragma once
+#include "linalg.hpp"
