@@ -114,7 +114,7 @@ void run_case(const OpCase& c, size_t case_index) {
       }
       const Ref expected = c.reference(refs);
       for (Layout l : layouts) {
-        INFO("op " + c.op + " (" + c.name + "), inputs " + shapes_desc + ", " + dtype_name(dt) + ", " + layout_name(l));
+        INFO(std::string("op " + c.op + " (" + c.name + "), inputs " + shapes_desc + ", " + dtype_name(dt) + ", " + layout_name(l)));
         std::vector<Tensor> inputs;
         for (size_t k = 0; k < specs.size(); ++k)
           inputs.push_back(specs[k].kind == InputSpec::Kind::Float
