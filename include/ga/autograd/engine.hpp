@@ -18,8 +18,13 @@ inline Tensor fit_grad(const Node& node, size_t i, const Tensor& g) {
   GA_CHECK(g.dtype() == e.dtype, AutogradError, "backward of ", node.op, ": gradient ", i, " is ",
            dtype_name(g.dtype()), ", input was ", dtype_name(e.dtype));
   if (g.shape() == e.shape) return g;
-  GA_CHECK(broadcast_shapes(e.shape, g.shape(), node.op.c_str()) == g.shape(), AutogradError, "backward of ",
-           node.op, ": gradient ", i, " has shape ", shape_str(g.shape()), ", input was ", shape_str(e.shape));
+  bool fits = e.shape.size() <= g.shape().size();
+  for (size_t k = 0; fits && k < e.shape.size(); ++k) {  // e.shape must broadcast to g's shape
+    const int64_t have = e.shape[e.shape.size() - 1 - k], want = g.shape()[g.shape().size() - 1 - k];
+    fits = have == want || have == 1;
+  }
+  GA_CHECK(fits, AutogradError, "backward of ", node.op, ": gradient ", i, " has shape ", shape_str(g.shape()),
+           ", input was ", shape_str(e.shape));
   return sum_to(g, e.shape);
 }
 inline void accumulate(Tensor& slot, const Tensor& g) { slot = slot.defined() ? add(slot, g) : g; }
@@ -86,20 +91,22 @@ inline void backward(const Tensor& root, const Tensor& grad_output = Tensor(), b
     ready.pop_back();
     Tensor g = grads[node.get()];
     grads.erase(node.get());
-    std::vector<bool> needs(node->inputs.size());
-    for (size_t i = 0; i < needs.size(); ++i) needs[i] = node->inputs[i].defined();
-    std::vector<Tensor> in_grads = node->backward(g, needs);
-    GA_CHECK(in_grads.size() == node->inputs.size(), AutogradError, "backward of ", node->op, ": rule returned ",
-             in_grads.size(), " gradients for ", node->inputs.size(), " inputs");
+    // A node no gradient reached (its consumers' rules all returned none) still runs through
+    // the loop without calling its rule, so that its inputs' pending counts reach zero.
+    std::vector<Tensor> in_grads(node->inputs.size());
+    if (g.defined()) {
+      std::vector<bool> needs(node->inputs.size());
+      for (size_t i = 0; i < needs.size(); ++i) needs[i] = node->inputs[i].defined();
+      in_grads = node->backward(g, needs);
+      GA_CHECK(in_grads.size() == node->inputs.size(), AutogradError, "backward of ", node->op,
+               ": rule returned ", in_grads.size(), " gradients for ", node->inputs.size(), " inputs");
+    }
     for (size_t i = 0; i < in_grads.size(); ++i) {
       const Edge& e = node->inputs[i];
       if (!e.defined()) continue;
       if (e.node) {
         if (in_grads[i].defined()) detail::accumulate(grads[e.node.get()], detail::fit_grad(*node, i, in_grads[i]));
-        if (--pending[e.node.get()] == 0) {
-          if (grads[e.node.get()].defined()) ready.push_back(e.node);
-          else grads.erase(e.node.get());
-        }
+        if (--pending[e.node.get()] == 0) ready.push_back(e.node);
       } else if (in_grads[i].defined()) {
         add_to_leaf(e.leaf, detail::fit_grad(*node, i, in_grads[i]));
       }

@@ -37,6 +37,27 @@ struct Node {
   std::vector<Edge> inputs;
   BackwardFn backward;
   bool released = false;  // set when a backward without retain_graph has run through it
+
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  /// Frees the chain of nodes behind this one iteratively: letting each Edge's shared_ptr
+  /// destroy the next node would recurse once per node and overflow the stack on deep graphs.
+  ~Node() {
+    std::vector<std::shared_ptr<Node>> doomed;
+    for (Edge& e : inputs)
+      if (e.node) doomed.push_back(std::move(e.node));
+    inputs.clear();
+    while (!doomed.empty()) {
+      std::shared_ptr<Node> n = std::move(doomed.back());
+      doomed.pop_back();
+      if (n.use_count() == 1) {  // the last owner: take its inputs before it dies
+        for (Edge& e : n->inputs)
+          if (e.node) doomed.push_back(std::move(e.node));
+        n->inputs.clear();
+      }
+    }  // n dies here with no inputs left, so its destructor does not recurse
+  }
 };
 
 namespace detail {
@@ -69,16 +90,17 @@ inline bool needs_record(std::initializer_list<const Tensor*> inputs) {
   return false;
 }
 
-/// Records `op` producing `out` from `inputs` (in the order backward returns gradients),
-/// when recording is on and some input requires grad; returns `out` either way.
-inline Tensor record(const char* op, std::initializer_list<Tensor> inputs, Tensor out, BackwardFn fn) {
+namespace detail {
+template <class It>
+inline Tensor record_range(const char* op, It first, It last, Tensor out, BackwardFn fn) {
   if (!grad_enabled()) return out;
   bool any = false;
-  for (const Tensor& t : inputs) any = any || (t.defined() && t.requires_grad());
+  for (It it = first; it != last; ++it) any = any || (it->defined() && it->requires_grad());
   if (!any) return out;
   auto node = std::make_shared<Node>();
   node->op = op;
-  for (const Tensor& t : inputs) {
+  for (It it = first; it != last; ++it) {
+    const Tensor& t = *it;
     Edge e;
     if (t.defined() && t.requires_grad()) {
       if (t.grad_fn()) e.node = t.grad_fn();
@@ -93,6 +115,17 @@ inline Tensor record(const char* op, std::initializer_list<Tensor> inputs, Tenso
   o->grad_fn = std::move(node);
   o->requires_grad = true;
   return out;
+}
+}  // namespace detail
+
+/// Records `op` producing `out` from `inputs` (in the order backward returns gradients),
+/// when recording is on and some input requires grad; returns `out` either way.
+inline Tensor record(const char* op, std::initializer_list<Tensor> inputs, Tensor out, BackwardFn fn) {
+  return detail::record_range(op, inputs.begin(), inputs.end(), std::move(out), std::move(fn));
+}
+/// The same for a number of inputs known only at run time (concat, stack).
+inline Tensor record(const char* op, const std::vector<Tensor>& inputs, Tensor out, BackwardFn fn) {
+  return detail::record_range(op, inputs.begin(), inputs.end(), std::move(out), std::move(fn));
 }
 
 }  // namespace ga::autograd

@@ -6,6 +6,16 @@
 
 namespace ga::backend {
 
+/// Whether this build compiled the CUDA backend in (CMake option GA_CUDA). Code above
+/// backend/ asks this instead of testing GA_WITH_CUDA itself.
+inline constexpr bool cuda_compiled_in() {
+#ifdef GA_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
 inline Backend& get(Device d) {
   if (d.is_cpu()) return cpu::instance();
 #ifdef GA_WITH_CUDA

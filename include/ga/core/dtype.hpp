@@ -2,6 +2,7 @@
 // checks, f16/bf16 the storage types of published weights, i32/i64 indices and
 // labels, u8 images, b8 masks.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -151,9 +152,24 @@ template <> constexpr DType dtype_of<bool>() { return DType::b8; }
 template <class T> inline double to_double(T v) { return static_cast<double>(v); }
 template <> inline double to_double<half>(half v) { return static_cast<float>(v); }
 template <> inline double to_double<bfloat16>(bfloat16 v) { return static_cast<float>(v); }
+namespace detail {
+/// v narrowed to f32 with round-to-odd (truncate; set the lowest bit when inexact). Rounding
+/// that f32 again to f16 or bf16 (at least two significand bits fewer) then gives the
+/// correctly rounded result, where a plain double -> float -> half would round twice.
+inline float float_round_to_odd(double v) {
+  float f = static_cast<float>(v);
+  if (!std::isfinite(v) || static_cast<double>(f) == v) return f;
+  if (std::fabs(static_cast<double>(f)) > std::fabs(v)) f = std::nextafter(f, 0.0f);
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u |= 1u;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+}  // namespace detail
 template <class T> inline T from_double(double v) { return static_cast<T>(v); }
-template <> inline half from_double<half>(double v) { return half(static_cast<float>(v)); }
-template <> inline bfloat16 from_double<bfloat16>(double v) { return bfloat16(static_cast<float>(v)); }
+template <> inline half from_double<half>(double v) { return half(detail::float_round_to_odd(v)); }
+template <> inline bfloat16 from_double<bfloat16>(double v) { return bfloat16(detail::float_round_to_odd(v)); }
 template <> inline bool from_double<bool>(double v) { return v != 0.0; }
 
 }  // namespace ga

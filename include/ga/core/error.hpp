@@ -20,6 +20,8 @@ class DTypeError : public Error { using Error::Error; };
 class IndexError : public Error { using Error::Error; };
 /// A value out of its domain (negative size, probability outside [0, 1], ...).
 class ValueError : public Error { using Error::Error; };
+/// A name that is missing from, or not expected in, a keyed collection (state dicts, checkpoints).
+class KeyError : public Error { using Error::Error; };
 /// Misuse of autograd (backward on a freed graph, a non-scalar without a gradient, ...).
 class AutogradError : public Error { using Error::Error; };
 /// A device that is not compiled in or not present.

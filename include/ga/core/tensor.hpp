@@ -50,8 +50,14 @@ class Tensor {
   int64_t offset() const { return impl().offset; }
   int64_t dim() const { return static_cast<int64_t>(impl().shape.size()); }
   /// Size of dimension d (negative d counts from the end).
-  int64_t size(int64_t d) const { return shape()[wrap_dim(d, dim(), "size")]; }
-  int64_t stride(int64_t d) const { return strides()[wrap_dim(d, dim(), "stride")]; }
+  int64_t size(int64_t d) const {
+    GA_CHECK(dim() > 0, IndexError, "size: a 0-d tensor has no dim ", d);
+    return shape()[wrap_dim(d, dim(), "size")];
+  }
+  int64_t stride(int64_t d) const {
+    GA_CHECK(dim() > 0, IndexError, "stride: a 0-d tensor has no dim ", d);
+    return strides()[wrap_dim(d, dim(), "stride")];
+  }
   int64_t numel() const { return numel_of(shape()); }
   DType dtype() const { return impl().dtype; }
   Device device() const { return impl().storage->device(); }
@@ -172,7 +178,7 @@ class Tensor {
 
  private:
   TensorImpl& impl() const {
-    GA_CHECK(impl_ != nullptr, Error, "use of an undefined tensor");
+    GA_CHECK(impl_ != nullptr, ValueError, "use of an undefined tensor");
     return *impl_;
   }
   std::shared_ptr<TensorImpl> impl_;

@@ -95,18 +95,25 @@ inline Tensor from_blob(void* data, const Shape& shape, DType dtype, Shape strid
   return Tensor(impl);
 }
 
-/// A tensor copied from a vector (shape defaults to 1-d of its length).
+/// A tensor copied from a vector, with the given shape (an empty Shape means 0-d and needs
+/// exactly one value).
 template <class T>
-Tensor tensor(const std::vector<T>& values, Shape shape = {}, Device device = Device::cpu()) {
-  if (shape.empty() && values.size() != 1) shape = {static_cast<int64_t>(values.size())};
+Tensor tensor(const std::vector<T>& values, const Shape& shape, Device device = Device::cpu()) {
+  check_shape_valid(shape, "tensor");
   GA_CHECK(numel_of(shape) == static_cast<int64_t>(values.size()), ShapeError, "tensor: ", values.size(),
            " values do not fill shape ", shape_str(shape));
   Tensor t = empty(shape, dtype_of<T>(), Device::cpu());
   if (!values.empty()) std::memcpy(t.raw_data(), values.data(), values.size() * sizeof(T));
   return t.to(device);
 }
-inline Tensor tensor(std::initializer_list<float> values, Shape shape = {}) {
-  return tensor(std::vector<float>(values), std::move(shape));
+/// A 1-d tensor copied from a vector (as torch.tensor([...])).
+template <class T>
+Tensor tensor(const std::vector<T>& values) {
+  return tensor(values, Shape{static_cast<int64_t>(values.size())});
+}
+inline Tensor tensor(std::initializer_list<float> values) { return tensor(std::vector<float>(values)); }
+inline Tensor tensor(std::initializer_list<float> values, const Shape& shape) {
+  return tensor(std::vector<float>(values), shape);
 }
 
 }  // namespace ga

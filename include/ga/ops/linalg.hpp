@@ -36,7 +36,13 @@ inline Tensor matmul_nd(const Tensor& a, const Tensor& b) {
   GA_CHECK(b.size(-2) == K, ShapeError, "matmul: shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()),
            " cannot be multiplied (", K, " vs ", b.size(-2), ")");
   const Shape ab(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
-  Shape batch = broadcast_shapes(ab, bb, "matmul");
+  Shape batch;
+  try {
+    batch = broadcast_shapes(ab, bb, "matmul");
+  } catch (const ShapeError&) {  // name the operands, not just their batch dims
+    throw ShapeError(cat("matmul: batch dims of ", shape_str(a.shape()), " and ", shape_str(b.shape()),
+                         " cannot be broadcast together"));
+  }
   Shape as = batch, bs = batch, os = batch;
   as.insert(as.end(), {M, K});
   bs.insert(bs.end(), {K, N});
@@ -64,6 +70,10 @@ inline Tensor matmul(const Tensor& a, const Tensor& b) {
   GA_CHECK(a.dim() >= 1 && b.dim() >= 1, ShapeError, "matmul: 0-d operand (", shape_str(a.shape()), " and ",
            shape_str(b.shape()), ")");
   const bool a_vec = a.dim() == 1, b_vec = b.dim() == 1;
+  // Checked here too so that a 1-d operand is named as given, not as its 2-d form.
+  const int64_t ka = a.size(-1), kb = b_vec ? b.size(0) : b.size(-2);
+  GA_CHECK(ka == kb, ShapeError, "matmul: shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()),
+           " cannot be multiplied (", ka, " vs ", kb, ")");
   Tensor y = ops::matmul_nd(a_vec ? a.unsqueeze(0) : a, b_vec ? b.unsqueeze(1) : b);
   if (a_vec) y = y.squeeze(-2);
   if (b_vec) y = y.squeeze(-1);

@@ -95,8 +95,10 @@ inline Tensor Tensor::permute(const std::vector<int64_t>& dims) const {
 inline Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
   std::vector<int64_t> p(dim());
   std::iota(p.begin(), p.end(), 0);
+  d0 = wrap_dim(d0, dim(), "transpose");
+  d1 = wrap_dim(d1, dim(), "transpose");
   if (dim() == 0) return *this;
-  std::swap(p[wrap_dim(d0, dim(), "transpose")], p[wrap_dim(d1, dim(), "transpose")]);
+  std::swap(p[d0], p[d1]);
   return permute(p);
 }
 
@@ -167,19 +169,35 @@ inline Tensor Tensor::expand(const Shape& s) const {
                           [](const Tensor& g, const std::vector<bool>&) { return std::vector<Tensor>{g}; });
 }
 
+namespace ops {
+/// x without the size-1 dims flagged in `drop`, as a view whatever x's strides (reshape
+/// would copy a non-contiguous x, and select() relies on this staying a view).
+inline Tensor squeeze_view(const Tensor& x, const std::vector<bool>& drop) {
+  Shape s, st;
+  for (int64_t i = 0; i < x.dim(); ++i) {
+    if (drop[i]) continue;
+    s.push_back(x.shape()[i]);
+    st.push_back(x.strides()[i]);
+  }
+  Shape in_shape = x.shape();
+  return autograd::record("reshape", {x}, x.as_strided(s, st, x.offset()),
+                          [in_shape](const Tensor& g, const std::vector<bool>&) {
+                            return std::vector<Tensor>{g.reshape(in_shape)};
+                          });
+}
+}  // namespace ops
+
 inline Tensor Tensor::squeeze(int64_t d) const {
-  if (dim() == 0) return *this;
   d = wrap_dim(d, dim(), "squeeze");
-  if (shape()[d] != 1) return *this;
-  Shape s = shape();
-  s.erase(s.begin() + d);
-  return reshape(s);
+  if (dim() == 0 || shape()[d] != 1) return *this;
+  std::vector<bool> drop(dim(), false);
+  drop[d] = true;
+  return ops::squeeze_view(*this, drop);
 }
 inline Tensor Tensor::squeeze() const {
-  Shape s;
-  for (int64_t v : shape())
-    if (v != 1) s.push_back(v);
-  return reshape(s);
+  std::vector<bool> drop(dim(), false);
+  for (int64_t i = 0; i < dim(); ++i) drop[i] = shape()[i] == 1;
+  return ops::squeeze_view(*this, drop);
 }
 inline Tensor Tensor::unsqueeze(int64_t d) const {
   d = wrap_dim(d, dim() + 1, "unsqueeze");
