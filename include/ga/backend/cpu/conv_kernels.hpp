@@ -8,6 +8,7 @@
 
 #include "cpu_backend.hpp"
 
+#if GA_EMIT_CPU_KERNELS
 namespace ga::backend::cpu {
 
 namespace detail {
@@ -15,7 +16,7 @@ namespace detail {
 inline int64_t grain_for(int64_t per_item) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(per_item, 1)); }
 }  // namespace detail
 
-inline void CpuBackend::im2col(const Tensor& x, const Window2d& g, const Tensor& cols) {
+GA_CPU_KERNEL void CpuBackend::im2col(const Tensor& x, const Window2d& g, const Tensor& cols) {
   const int64_t C = x.size(0), H = x.size(1), W = x.size(2);
   const int64_t OH = g.out_h(H), OW = g.out_w(W), P = OH * OW, KK = g.kh * g.kw;
   GA_DISPATCH_FLOAT(x.dtype(), "im2col", {
@@ -53,7 +54,7 @@ inline void CpuBackend::im2col(const Tensor& x, const Window2d& g, const Tensor&
   });
 }
 
-inline void CpuBackend::col2im(const Tensor& cols, const Window2d& g, const Tensor& x) {
+GA_CPU_KERNEL void CpuBackend::col2im(const Tensor& cols, const Window2d& g, const Tensor& x) {
   const int64_t C = x.size(0), H = x.size(1), W = x.size(2);
   const int64_t OH = g.out_h(H), OW = g.out_w(W), P = OH * OW, KK = g.kh * g.kw;
   GA_DISPATCH_FLOAT(x.dtype(), "col2im", {
@@ -91,7 +92,7 @@ inline int64_t pool_divisor(const Window2d& g, bool count_include_pad, int64_t h
 }
 }  // namespace detail
 
-inline void CpuBackend::avg_pool2d(const Tensor& x, const Window2d& g, bool count_include_pad, const Tensor& out) {
+GA_CPU_KERNEL void CpuBackend::avg_pool2d(const Tensor& x, const Window2d& g, bool count_include_pad, const Tensor& out) {
   const int64_t planes = x.size(0) * x.size(1), H = x.size(2), W = x.size(3);
   const int64_t OH = out.size(2), OW = out.size(3);
   GA_DISPATCH_FLOAT(x.dtype(), "avg_pool2d", {
@@ -117,7 +118,7 @@ inline void CpuBackend::avg_pool2d(const Tensor& x, const Window2d& g, bool coun
   });
 }
 
-inline void CpuBackend::avg_pool2d_backward(const Tensor& gout, const Window2d& g, bool count_include_pad,
+GA_CPU_KERNEL void CpuBackend::avg_pool2d_backward(const Tensor& gout, const Window2d& g, bool count_include_pad,
                                             const Tensor& gx) {
   const int64_t planes = gx.size(0) * gx.size(1), H = gx.size(2), W = gx.size(3);
   const int64_t OH = gout.size(2), OW = gout.size(3);
@@ -150,7 +151,7 @@ inline int64_t bin_start(int64_t i, int64_t len, int64_t n) { return (i * len) /
 inline int64_t bin_end(int64_t i, int64_t len, int64_t n) { return ((i + 1) * len + n - 1) / n; }
 }  // namespace detail
 
-inline void CpuBackend::adaptive_avg_pool2d(const Tensor& x, const Tensor& out) {
+GA_CPU_KERNEL void CpuBackend::adaptive_avg_pool2d(const Tensor& x, const Tensor& out) {
   const int64_t planes = x.size(0) * x.size(1), H = x.size(2), W = x.size(3);
   const int64_t OH = out.size(2), OW = out.size(3);
   GA_DISPATCH_FLOAT(x.dtype(), "adaptive_avg_pool2d", {
@@ -176,7 +177,7 @@ inline void CpuBackend::adaptive_avg_pool2d(const Tensor& x, const Tensor& out) 
   });
 }
 
-inline void CpuBackend::adaptive_avg_pool2d_backward(const Tensor& gout, const Tensor& gx) {
+GA_CPU_KERNEL void CpuBackend::adaptive_avg_pool2d_backward(const Tensor& gout, const Tensor& gx) {
   const int64_t planes = gx.size(0) * gx.size(1), H = gx.size(2), W = gx.size(3);
   const int64_t OH = gout.size(2), OW = gout.size(3);
   GA_DISPATCH_FLOAT(gx.dtype(), "adaptive_avg_pool2d_backward", {
@@ -202,3 +203,4 @@ inline void CpuBackend::adaptive_avg_pool2d_backward(const Tensor& gout, const T
 }
 
 }  // namespace ga::backend::cpu
+#endif  // GA_EMIT_CPU_KERNELS

@@ -6,6 +6,21 @@
 #include "parallel.hpp"
 #include "strided.hpp"
 
+// By default every kernel is an inline function compiled wherever the library is used
+// (header-only). A program with many translation units can compile them once instead:
+// define GA_SEPARATE_BACKEND everywhere and GA_BACKEND_IMPLEMENTATION in exactly one .cpp
+// (the tests do this; see tests/backend_impl.cpp).
+#if defined(GA_SEPARATE_BACKEND) && !defined(GA_BACKEND_IMPLEMENTATION)
+#define GA_EMIT_CPU_KERNELS 0
+#else
+#define GA_EMIT_CPU_KERNELS 1
+#endif
+#ifdef GA_SEPARATE_BACKEND
+#define GA_CPU_KERNEL
+#else
+#define GA_CPU_KERNEL inline
+#endif
+
 namespace ga::backend::cpu {
 
 class CpuBackend final : public Backend {

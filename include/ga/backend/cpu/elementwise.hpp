@@ -8,6 +8,7 @@
 
 #include "cpu_backend.hpp"
 
+#if GA_EMIT_CPU_KERNELS
 namespace ga::backend::cpu {
 
 namespace detail {
@@ -109,7 +110,7 @@ inline D convert(S v) {
 
 }  // namespace detail
 
-inline void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
+GA_CPU_KERNEL void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
   GA_CHECK(src.shape() == dst.shape(), ShapeError, "copy: source ", shape_str(src.shape()),
            " and destination ", shape_str(dst.shape()), " differ");
   if (src.dtype() == dst.dtype() && src.is_contiguous() && dst.is_contiguous()) {
@@ -136,7 +137,7 @@ inline void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
   });
 }
 
-inline void CpuBackend::fill(const Tensor& dst, double v) {
+GA_CPU_KERNEL void CpuBackend::fill(const Tensor& dst, double v) {
   StridedLoop<1> loop(dst.shape(), {&dst.strides()});
   GA_DISPATCH_ALL(dst.dtype(), "fill", {
     scalar_t* d = static_cast<scalar_t*>(dst.raw_data());
@@ -147,14 +148,14 @@ inline void CpuBackend::fill(const Tensor& dst, double v) {
   });
 }
 
-inline void CpuBackend::upload(const void* host, const Tensor& dst) {
-  std::memcpy(dst.raw_data(), host, dst.numel() * dtype_size(dst.dtype()));
+GA_CPU_KERNEL void CpuBackend::upload(const void* host, const Tensor& dst) {
+  if (dst.numel() > 0) std::memcpy(dst.raw_data(), host, dst.numel() * dtype_size(dst.dtype()));
 }
-inline void CpuBackend::download(const Tensor& src, void* host) {
-  std::memcpy(host, src.raw_data(), src.numel() * dtype_size(src.dtype()));
+GA_CPU_KERNEL void CpuBackend::download(const Tensor& src, void* host) {
+  if (src.numel() > 0) std::memcpy(host, src.raw_data(), src.numel() * dtype_size(src.dtype()));
 }
 
-inline void CpuBackend::unary(UnaryOp op, const Tensor& x, const Tensor& out, double a, double b) {
+GA_CPU_KERNEL void CpuBackend::unary(UnaryOp op, const Tensor& x, const Tensor& out, double a, double b) {
   GA_DISPATCH_FLOAT(x.dtype(), "unary", {
     using T = scalar_t;
     const T* xp = static_cast<const T*>(x.raw_data());
@@ -175,7 +176,7 @@ inline void CpuBackend::unary(UnaryOp op, const Tensor& x, const Tensor& out, do
   });
 }
 
-inline void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+GA_CPU_KERNEL void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
   StridedLoop<3> loop(out.shape(), {&out.strides(), &a.strides(), &b.strides()});
   GA_DISPATCH_FLOAT(a.dtype(), "binary", {
     using T = scalar_t;
@@ -218,7 +219,7 @@ inline void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, co
   });
 }
 
-inline void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
+GA_CPU_KERNEL void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
   StridedLoop<4> loop(out.shape(), {&out.strides(), &cond.strides(), &a.strides(), &b.strides()});
   const bool* cp = static_cast<const bool*>(cond.raw_data());
   GA_DISPATCH_ALL(a.dtype(), "where", {
@@ -233,3 +234,4 @@ inline void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor&
 }
 
 }  // namespace ga::backend::cpu
+#endif  // GA_EMIT_CPU_KERNELS

@@ -10,6 +10,7 @@
 
 #include "cpu_backend.hpp"
 
+#if GA_EMIT_CPU_KERNELS
 namespace ga::backend::cpu {
 
 namespace detail {
@@ -71,7 +72,7 @@ inline void gather_offsets(const Shape& s, const Shape& ts, int64_t dim, std::ve
 
 }  // namespace detail
 
-inline void CpuBackend::index_select(const Tensor& x, int64_t dim, const Tensor& idx, const Tensor& out) {
+GA_CPU_KERNEL void CpuBackend::index_select(const Tensor& x, int64_t dim, const Tensor& idx, const Tensor& out) {
   int64_t outer, n, inner;
   detail::split_at(x.shape(), dim, outer, n, inner);
   const int64_t k = idx.numel();
@@ -79,6 +80,7 @@ inline void CpuBackend::index_select(const Tensor& x, int64_t dim, const Tensor&
     using I = scalar_t;
     const I* ip = static_cast<const I*>(idx.raw_data());
     detail::check_indices("index_select", ip, k, n, dim);
+    if (out.numel() == 0) return;  // empty buffers may be null: nothing to copy
     GA_DISPATCH_FLOAT(x.dtype(), "index_select", {
       using T = scalar_t;
       const T* xp = static_cast<const T*>(x.raw_data());
@@ -93,7 +95,7 @@ inline void CpuBackend::index_select(const Tensor& x, int64_t dim, const Tensor&
   });
 }
 
-inline void CpuBackend::index_add(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
+GA_CPU_KERNEL void CpuBackend::index_add(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
   int64_t outer, n, inner;
   detail::split_at(out.shape(), dim, outer, n, inner);
   const int64_t k = idx.numel();
@@ -118,7 +120,7 @@ inline void CpuBackend::index_add(const Tensor& out, int64_t dim, const Tensor& 
   });
 }
 
-inline void CpuBackend::gather(const Tensor& x, int64_t dim, const Tensor& idx, const Tensor& out) {
+GA_CPU_KERNEL void CpuBackend::gather(const Tensor& x, int64_t dim, const Tensor& idx, const Tensor& out) {
   int64_t outer, k, inner;
   detail::split_at(idx.shape(), dim, outer, k, inner);
   const int64_t n = x.size(dim), xs = contiguous_strides(x.shape())[dim];
@@ -145,7 +147,7 @@ inline void CpuBackend::gather(const Tensor& x, int64_t dim, const Tensor& idx, 
   });
 }
 
-inline void CpuBackend::scatter_add(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
+GA_CPU_KERNEL void CpuBackend::scatter_add(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
   int64_t outer, k, inner;
   detail::split_at(idx.shape(), dim, outer, k, inner);
   const int64_t n = out.size(dim), ys = contiguous_strides(out.shape())[dim];
@@ -175,3 +177,4 @@ inline void CpuBackend::scatter_add(const Tensor& out, int64_t dim, const Tensor
 }
 
 }  // namespace ga::backend::cpu
+#endif  // GA_EMIT_CPU_KERNELS

@@ -5,6 +5,7 @@
 
 #include "cpu_backend.hpp"
 
+#if GA_EMIT_CPU_KERNELS
 namespace ga::backend::cpu {
 
 namespace detail {
@@ -46,7 +47,7 @@ inline void gemm_one(const T* a, const Shape& as, const T* b, const Shape& bs, T
 
 }  // namespace detail
 
-inline void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
+GA_CPU_KERNEL void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
   const int64_t B = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
   GA_DISPATCH_FLOAT(a.dtype(), "matmul", {
     using T = scalar_t;
@@ -71,3 +72,4 @@ inline void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& o
 }
 
 }  // namespace ga::backend::cpu
+#endif  // GA_EMIT_CPU_KERNELS

@@ -6,9 +6,10 @@
 
 #include "cpu_backend.hpp"
 
+#if GA_EMIT_CPU_KERNELS
 namespace ga::backend::cpu {
 
-inline void CpuBackend::softmax_last(const Tensor& x, const Tensor& out, bool log) {
+GA_CPU_KERNEL void CpuBackend::softmax_last(const Tensor& x, const Tensor& out, bool log) {
   const int64_t rows = x.size(0), n = x.size(1);
   GA_DISPATCH_FLOAT(x.dtype(), "softmax", {
     using T = scalar_t;
@@ -34,7 +35,7 @@ inline void CpuBackend::softmax_last(const Tensor& x, const Tensor& out, bool lo
   });
 }
 
-inline void CpuBackend::layer_norm_last(const Tensor& x, const Tensor& w, const Tensor& b, double eps,
+GA_CPU_KERNEL void CpuBackend::layer_norm_last(const Tensor& x, const Tensor& w, const Tensor& b, double eps,
                                         const Tensor& out, const Tensor& mean, const Tensor& rstd) {
   const int64_t rows = x.size(0), n = x.size(1);
   GA_DISPATCH_FLOAT(x.dtype(), "layer_norm", {
@@ -64,3 +65,4 @@ inline void CpuBackend::layer_norm_last(const Tensor& x, const Tensor& w, const 
 }
 
 }  // namespace ga::backend::cpu
+#endif  // GA_EMIT_CPU_KERNELS

@@ -8,6 +8,7 @@
 
 #include "cpu_backend.hpp"
 
+#if GA_EMIT_CPU_KERNELS
 namespace ga::backend::cpu {
 
 namespace detail {
@@ -39,7 +40,7 @@ inline void reduce_row(ReduceOp op, const T* x, int64_t n, T* out_f, int64_t* ou
 }
 }  // namespace detail
 
-inline void CpuBackend::reduce_last(ReduceOp op, const Tensor& x, const Tensor& out) {
+GA_CPU_KERNEL void CpuBackend::reduce_last(ReduceOp op, const Tensor& x, const Tensor& out) {
   const int64_t rows = x.size(0), n = x.size(1);
   GA_CHECK(n > 0 || op == ReduceOp::Sum || op == ReduceOp::Mean || op == ReduceOp::LogSumExp,
            ValueError, "reduce: cannot take max/min/argmax of an empty dim");
@@ -76,3 +77,4 @@ inline void CpuBackend::reduce_last(ReduceOp op, const Tensor& x, const Tensor& 
 }
 
 }  // namespace ga::backend::cpu
+#endif  // GA_EMIT_CPU_KERNELS
