@@ -37,8 +37,9 @@ void expect_error(const char* what, F&& f, std::initializer_list<const char*> pa
   }
 }
 
+/// A leaf requiring grad: 1-d of v's length unless a shape is given.
 Tensor leaf(std::vector<double> v, Shape s = {}) {
-  Tensor t = tensor(v, std::move(s));
+  Tensor t = s.empty() ? tensor(v) : tensor(v, s);
   t.requires_grad_();
   return t;
 }
@@ -166,7 +167,7 @@ TEST_CASE("autograd: broadcast gradients sum down to the input shape") {
   check_close(grad_of(r), {24, 36, 48, 60});
   CHECK(r.grad().shape() == Shape{4});
 
-  Tensor s = leaf({2.0});  // 0-d
+  Tensor s = tensor(std::vector<double>{2.0}, Shape{}).requires_grad_();  // 0-d
   CHECK(s.dim() == 0);
   sum(s * tensor(std::vector<double>{1, 2, 3, 4}, {2, 2})).backward();
   CHECK(s.grad().dim() == 0);
