@@ -1,0 +1,512 @@
+// safetensors: read (mmapped, zero-copy where alignment allows) and write (atomic, never
+// clobbering without being asked). The format: 8 bytes little-endian header length N, N bytes
+// of JSON header {name: {dtype, shape, data_offsets: [begin, end)}, "__metadata__": {..}},
+// then the data section, which the tensors must cover exactly (no holes, no overlaps).
+// Every file is untrusted: each violation is an IOError naming the file and the tensor.
+#pragma once
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "../tensor.hpp"
+#include "json.hpp"
+
+namespace ga::io {
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "ga/io/safetensors.hpp: safetensors data is little-endian; big-endian hosts are not supported"
+#endif
+
+/// Where one tensor lives in a safetensors file, as its header describes it.
+struct TensorInfo {
+  std::string name;
+  std::string dtype_name;     // as spelled in the file: "F32", "BF16", "I8", ...
+  std::optional<DType> dtype; // empty for dtypes the format has but ga does not (I8, U16, F8_*, ...)
+  size_t element_size = 0;    // bytes per element of dtype_name
+  Shape shape;
+  uint64_t begin = 0, end = 0;  // byte range [begin, end) within the data section
+  uint64_t data_start = 0;      // file offset of the data section (8 + header length)
+};
+
+namespace detail {
+
+/// The safetensors dtype spellings with a whole number of bytes per element, and ours.
+inline bool safetensors_dtype(const std::string& s, size_t& size, std::optional<DType>& dt) {
+  static const std::map<std::string, std::pair<size_t, std::optional<DType>>> table = {
+      {"BOOL", {1, DType::b8}}, {"U8", {1, DType::u8}},    {"I8", {1, std::nullopt}},
+      {"F8_E5M2", {1, std::nullopt}}, {"F8_E4M3", {1, std::nullopt}}, {"F8_E8M0", {1, std::nullopt}},
+      {"I16", {2, std::nullopt}}, {"U16", {2, std::nullopt}}, {"F16", {2, DType::f16}},
+      {"BF16", {2, DType::bf16}}, {"I32", {4, DType::i32}}, {"U32", {4, std::nullopt}},
+      {"F32", {4, DType::f32}},   {"F64", {8, DType::f64}}, {"I64", {8, DType::i64}},
+      {"U64", {8, std::nullopt}}, {"C64", {8, std::nullopt}}};
+  auto it = table.find(s);
+  if (it == table.end()) return false;
+  size = it->second.first;
+  dt = it->second.second;
+  return true;
+}
+
+inline const char* safetensors_dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "F32";
+    case DType::f64: return "F64";
+    case DType::f16: return "F16";
+    case DType::bf16: return "BF16";
+    case DType::i32: return "I32";
+    case DType::i64: return "I64";
+    case DType::u8: return "U8";
+    case DType::b8: return "BOOL";
+  }
+  return "?";
+}
+
+/// Read-only bytes of a file or buffer, kept alive by whoever holds the shared_ptr.
+struct ByteSource {
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+  std::shared_ptr<void> owner;  // the mapping or the vector
+};
+
+/// An mmapped file. Private copy-on-write: the file is opened read-only and never written,
+/// yet an in-place op on a returned tensor modifies its own pages instead of faulting.
+struct Mapping {
+  void* addr = nullptr;
+  size_t size = 0;
+  ~Mapping() {
+    if (addr) munmap(addr, size);
+  }
+};
+
+inline std::string errno_text() { return std::strerror(errno); }
+
+}  // namespace detail
+
+/// A parsed safetensors file. Cheap to copy (the bytes are shared). Tensors returned by
+/// get() may alias the file's bytes and keep them alive on their own, so they outlive this
+/// object. A file changed or truncated by someone else while mapped is outside the contract
+/// (POSIX delivers SIGBUS on reads past a truncated end).
+class SafetensorsFile {
+ public:
+  static constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the reference's limit
+
+  /// Maps `path` and validates its header and layout. IOError (naming the path) when the
+  /// file cannot be opened or is not a well-formed safetensors file.
+  static SafetensorsFile open(const std::string& path) {
+    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is rejected just below).
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    GA_CHECK(fd >= 0, IOError, path, ": cannot open: ", detail::errno_text());
+    struct stat st {};
+    if (fstat(fd, &st) != 0) {
+      const std::string e = detail::errno_text();
+      ::close(fd);
+      throw IOError(cat(path, ": cannot stat: ", e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw IOError(cat(path, ": not a regular file"));
+    }
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
+    if (size < 8) {
+      ::close(fd);
+      throw IOError(cat(path, ": not a safetensors file: ", size,
+                        " bytes, shorter than the 8-byte header length"));
+    }
+    void* addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    const std::string map_err = addr == MAP_FAILED ? detail::errno_text() : "";
+    ::close(fd);  // the mapping stays valid without the descriptor
+    GA_CHECK(addr != MAP_FAILED, IOError, path, ": cannot mmap ", size, " bytes: ", map_err);
+    auto mapping = std::make_shared<detail::Mapping>();
+    mapping->addr = addr;
+    mapping->size = size;
+    detail::ByteSource src;
+    src.data = static_cast<const uint8_t*>(addr);
+    src.size = size;
+    src.owner = mapping;
+    return SafetensorsFile(std::move(src), path);
+  }
+
+  /// Parses safetensors bytes held in memory (the same checks as open(); `name` stands in for
+  /// the path in messages). Returned tensors alias `bytes` where aligned and keep it alive:
+  /// writing to them writes to the vector.
+  static SafetensorsFile from_buffer(std::shared_ptr<std::vector<uint8_t>> bytes,
+                                     std::string name = "<buffer>") {
+    GA_CHECK(bytes != nullptr, ValueError, "SafetensorsFile::from_buffer: null buffer for ", name);
+    detail::ByteSource src;
+    src.data = bytes->data();
+    src.size = bytes->size();
+    src.owner = std::move(bytes);
+    return SafetensorsFile(std::move(src), std::move(name));
+  }
+
+  const std::string& path() const { return path_; }
+  /// Tensor names in header order (metadata excluded).
+  const std::vector<std::string>& keys() const { return keys_; }
+  bool contains(const std::string& name) const { return index_.count(name) != 0; }
+  size_t size() const { return keys_.size(); }
+
+  /// The header entry of `name`; KeyError naming the file when absent.
+  const TensorInfo& info(const std::string& name) const {
+    auto it = index_.find(name);
+    GA_CHECK(it != index_.end(), KeyError, path_, ": no tensor named \"", name, "\"");
+    return infos_[it->second];
+  }
+
+  /// The tensor `name`, on the CPU. Zero-copy (a view of the file's bytes, keeping them
+  /// alive) when its data is aligned for its dtype, else a copy. IOError for a dtype the
+  /// format has but ga lacks; KeyError when absent.
+  Tensor get(const std::string& name) const {
+    const TensorInfo& ti = info(name);
+    GA_CHECK(ti.dtype.has_value(), IOError, path_, ": tensor \"", name, "\" has dtype ", ti.dtype_name,
+             ", which ga does not support (supported: F32, F64, F16, BF16, I32, I64, U8, BOOL)");
+    const DType dt = *ti.dtype;
+    const uint8_t* p = src_.data + ti.data_start + ti.begin;
+    const size_t nbytes = static_cast<size_t>(ti.end - ti.begin);
+    bool bool_ok = true;
+    if (dt == DType::b8)  // a byte other than 0 or 1 is not a valid C++ bool: normalise by copying
+      for (size_t i = 0; i < nbytes && bool_ok; ++i) bool_ok = p[i] <= 1;
+    const bool aligned = reinterpret_cast<uintptr_t>(p) % dtype_size(dt) == 0;
+    if (aligned && bool_ok && nbytes > 0)
+      return from_blob(const_cast<uint8_t*>(p), ti.shape, dt, {}, src_.owner);
+    Tensor t = empty(ti.shape, dt);
+    if (nbytes == 0) return t;
+    if (dt == DType::b8) {
+      bool* q = t.data_ptr<bool>();
+      for (size_t i = 0; i < nbytes; ++i) q[i] = p[i] != 0;
+    } else {
+      std::memcpy(t.raw_data(), p, nbytes);
+    }
+    return t;
+  }
+
+  /// The "__metadata__" map (empty when the file has none).
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  /// Whether get(name) would return a view of the file's bytes rather than a copy.
+  bool is_zero_copy(const std::string& name) const {
+    const TensorInfo& ti = info(name);
+    if (!ti.dtype || ti.end == ti.begin) return false;
+    const uint8_t* p = src_.data + ti.data_start + ti.begin;
+    if (*ti.dtype == DType::b8)
+      for (const uint8_t* q = p; q != p + (ti.end - ti.begin); ++q)
+        if (*q > 1) return false;
+    return reinterpret_cast<uintptr_t>(p) % ti.element_size == 0;
+  }
+  /// The bytes the tensors point into: [data, data + size) is the whole file.
+  const uint8_t* bytes() const { return src_.data; }
+  size_t byte_size() const { return src_.size; }
+
+ private:
+  SafetensorsFile(detail::ByteSource src, std::string path) : src_(std::move(src)), path_(std::move(path)) {
+    parse();
+  }
+
+  [[noreturn]] void bad(const std::string& msg) const { throw IOError(cat(path_, ": ", msg)); }
+
+  void parse() {
+    const uint64_t file_size = src_.size;
+    if (file_size < 8)
+      bad(cat("not a safetensors file: ", file_size, " bytes, shorter than the 8-byte header length"));
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = (n << 8) | src_.data[i];
+    if (n > kMaxHeaderBytes)
+      bad(cat("header says its JSON is ", n, " bytes, more than the ", kMaxHeaderBytes,
+              "-byte limit (corrupt or not a safetensors file)"));
+    if (n > file_size - 8)
+      bad(cat("header says its JSON is ", n, " bytes, file has ", file_size - 8,
+              " bytes after the length (truncated?)"));
+    if (n == 0 || src_.data[8] != '{')
+      bad("header JSON does not start with '{' (not a safetensors file?)");
+    const std::string_view text(reinterpret_cast<const char*>(src_.data + 8), static_cast<size_t>(n));
+    const Json header = parse_json(text, path_, 8);
+    if (!header.is_object()) bad("header JSON is not an object");
+
+    const uint64_t data_start = 8 + n;
+    const uint64_t data_size = file_size - data_start;
+    const auto& keys = header.keys();
+    const auto& values = header.values();
+    infos_.reserve(keys.size());
+    for (size_t k = 0; k < keys.size(); ++k) {
+      const std::string& name = keys[k];
+      const Json& v = values[k];
+      if (name == "__metadata__") {
+        if (!v.is_object()) bad(cat("__metadata__ is ", v.kind_name(), ", expected an object of strings"));
+        for (size_t i = 0; i < v.keys().size(); ++i) {
+          const Json& m = v.values()[i];
+          if (!m.is_string())
+            bad(cat("__metadata__ entry \"", v.keys()[i], "\" is ", m.kind_name(), ", expected a string"));
+          metadata_.emplace(v.keys()[i], m.as_string());
+        }
+        continue;
+      }
+      infos_.push_back(parse_entry(name, v, data_start, data_size));
+      index_.emplace(name, infos_.size() - 1);
+      keys_.push_back(name);
+    }
+    check_layout(data_size);
+  }
+
+  TensorInfo parse_entry(const std::string& name, const Json& v, uint64_t data_start,
+                         uint64_t data_size) const {
+    const std::string who = cat("tensor \"", name, "\"");
+    if (!v.is_object()) bad(cat(who, ": header entry is ", v.kind_name(), ", expected an object"));
+    for (const std::string& field : v.keys())
+      if (field != "dtype" && field != "shape" && field != "data_offsets")
+        bad(cat(who, ": unexpected field \"", field, "\" in its header entry"));
+    const Json* dtype = v.find("dtype");
+    const Json* shape = v.find("shape");
+    const Json* offsets = v.find("data_offsets");
+    if (!dtype || !shape || !offsets) bad(cat(who, ": header entry needs dtype, shape and data_offsets"));
+
+    TensorInfo ti;
+    ti.name = name;
+    ti.data_start = data_start;
+    if (!dtype->is_string()) bad(cat(who, ": dtype is ", dtype->kind_name(), ", expected a string"));
+    ti.dtype_name = dtype->as_string();
+    if (!detail::safetensors_dtype(ti.dtype_name, ti.element_size, ti.dtype))
+      bad(cat(who, ": unknown dtype \"", ti.dtype_name, "\""));
+
+    if (!shape->is_array()) bad(cat(who, ": shape is ", shape->kind_name(), ", expected an array"));
+    // numel must fit the byte count below; the product of the nonzero dims must also fit an
+    // int64, because row-major strides are computed from it even for an empty tensor.
+    uint64_t numel = 1, nonzero_product = 1;
+    for (const Json& d : shape->values()) {
+      if (!d.is_int() || d.as_int() < 0)
+        bad(cat(who, ": shape entries must be non-negative integers, got ", d.dump()));
+      const uint64_t dim = static_cast<uint64_t>(d.as_int());
+      ti.shape.push_back(d.as_int());
+      if (dim == 0) {
+        numel = 0;
+        continue;
+      }
+      if (__builtin_mul_overflow(nonzero_product, dim, &nonzero_product) ||
+          nonzero_product > static_cast<uint64_t>(INT64_MAX))
+        bad(cat(who, ": shape ", shape->dump(), " has more elements than fit in 64 bits"));
+      if (numel) numel = nonzero_product;
+    }
+    uint64_t expect_bytes = 0;
+    if (__builtin_mul_overflow(numel, static_cast<uint64_t>(ti.element_size), &expect_bytes))
+      bad(cat(who, ": shape ", shape->dump(), " of ", ti.dtype_name, " needs more bytes than fit in 64 bits"));
+
+    if (!offsets->is_array() || offsets->size() != 2)
+      bad(cat(who, ": data_offsets must be an array [begin, end], got ", offsets->dump()));
+    for (const Json& o : offsets->values())
+      if (!o.is_int() || o.as_int() < 0)
+        bad(cat(who, ": data_offsets must be non-negative integers, got ", offsets->dump()));
+    ti.begin = static_cast<uint64_t>((*offsets)[0].as_int());
+    ti.end = static_cast<uint64_t>((*offsets)[1].as_int());
+    if (ti.end < ti.begin)
+      bad(cat(who, ": data_offsets [", ti.begin, ", ", ti.end, "] end before they begin"));
+    if (ti.end > data_size)
+      bad(cat(who, ": header says its data ends at byte ", ti.end, " of the data section, file has ",
+              data_size, " data bytes (truncated?)"));
+    if (ti.end - ti.begin != expect_bytes)
+      bad(cat(who, ": header says ", ti.dtype_name, " ", shape_str(ti.shape), " (", expect_bytes,
+              " bytes), data_offsets hold ", ti.end - ti.begin, " bytes"));
+    return ti;
+  }
+
+  /// The tensors must tile the data section: no overlaps, no holes (the spec forbids holes so
+  /// that no other content can hide in a file), nothing after the last tensor.
+  void check_layout(uint64_t data_size) const {
+    std::vector<const TensorInfo*> order;
+    order.reserve(infos_.size());
+    for (const TensorInfo& t : infos_) order.push_back(&t);
+    std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) {
+      return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+    });
+    uint64_t covered = 0;
+    const TensorInfo* prev = nullptr;
+    for (const TensorInfo* t : order) {
+      if (t->begin < covered)
+        bad(cat("tensor \"", t->name, "\": data_offsets [", t->begin, ", ", t->end, "] overlap tensor \"",
+                prev->name, "\" [", prev->begin, ", ", prev->end, "]"));
+      if (t->begin > covered)
+        bad(cat("tensor \"", t->name, "\": data starts at byte ", t->begin, " of the data section, but ",
+                prev ? cat("tensor \"", prev->name, "\" ends at ", covered) : std::string("the section starts at 0"),
+                " (the spec forbids holes)"));
+      covered = t->end;
+      if (t->end > t->begin || !prev) prev = t;
+    }
+    if (covered != data_size)
+      bad(cat("header says the data section has ", covered, " bytes, file has ", data_size,
+              " (trailing bytes or a lying header)"));
+  }
+
+  detail::ByteSource src_;
+  std::string path_;
+  std::vector<TensorInfo> infos_;
+  std::vector<std::string> keys_;
+  std::map<std::string, size_t> index_;
+  std::map<std::string, std::string> metadata_;
+};
+
+namespace detail {
+
+/// Writes all of [p, p + n) to fd; false on error (errno set).
+inline bool write_all(int fd, const void* p, size_t n) {
+  const char* c = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, c, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    c += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+/// Bytes [begin, end) of the header object and its padding, built so that the data section
+/// starts 8-byte aligned.
+inline std::string safetensors_header(const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                      const std::vector<uint64_t>& begins,
+                                      const std::map<std::string, std::string>& metadata) {
+  Json header = Json::object();
+  if (!metadata.empty()) {
+    Json m = Json::object();
+    for (const auto& [k, v] : metadata) m.set(k, Json(v));
+    header.set("__metadata__", std::move(m));
+  }
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& t = tensors[i].second;
+    Json entry = Json::object();
+    entry.set("dtype", Json(safetensors_dtype_name(t.dtype())));
+    Json shape = Json::array();
+    for (int64_t d : t.shape()) shape.push_back(Json(d));
+    entry.set("shape", std::move(shape));
+    Json offs = Json::array();
+    const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * dtype_size(t.dtype());
+    offs.push_back(Json(static_cast<int64_t>(begins[i])));
+    offs.push_back(Json(static_cast<int64_t>(begins[i] + nbytes)));
+    entry.set("data_offsets", std::move(offs));
+    header.set(tensors[i].first, std::move(entry));
+  }
+  std::string text = header.dump();
+  while ((8 + text.size()) % 8 != 0) text += ' ';  // the spec allows trailing spaces
+  return text;
+}
+
+}  // namespace detail
+
+/// Writes `tensors` (any CPU-reachable dtype ga has, any layout) and `metadata` to `path` as
+/// safetensors. The header lists the tensors in the given order; the data is laid out with
+/// 8-byte elements first, then 4, 2, 1, so every tensor is aligned for zero-copy reading.
+/// Atomic: writes a temporary file in the same directory, then renames it into place.
+/// Refuses (IOError) to replace an existing `path` unless `overwrite`. Duplicate, reserved or
+/// non-UTF-8 names, non-UTF-8 metadata and undefined tensors are ValueErrors.
+inline void save_safetensors(const std::string& path,
+                             const std::vector<std::pair<std::string, Tensor>>& tensors,
+                             const std::map<std::string, std::string>& metadata = {},
+                             bool overwrite = false) {
+  std::set<std::string> seen;
+  std::vector<std::pair<std::string, Tensor>> ready;
+  ready.reserve(tensors.size());
+  for (const auto& [name, t] : tensors) {
+    GA_CHECK(t.defined(), ValueError, "save_safetensors: ", path, ": tensor \"", name, "\" is undefined");
+    GA_CHECK(name != "__metadata__", ValueError, "save_safetensors: ", path,
+             ": \"__metadata__\" is reserved and cannot name a tensor");
+    GA_CHECK(seen.insert(name).second, ValueError, "save_safetensors: ", path, ": tensor name \"", name,
+             "\" given twice");
+    GA_CHECK(is_valid_utf8(name), ValueError, "save_safetensors: ", path, ": tensor name \"", name,
+             "\" is not valid UTF-8");
+    Tensor c = t.device().is_cpu() ? t : t.cpu();
+    ready.emplace_back(name, c.is_contiguous() ? c : c.contiguous());
+  }
+
+  for (const auto& [k, v] : metadata)
+    GA_CHECK(is_valid_utf8(k) && is_valid_utf8(v), ValueError, "save_safetensors: ", path,
+             ": metadata entry \"", k, "\" is not valid UTF-8");
+
+  // Data order: larger elements first. The data section starts 8-aligned and every tensor's
+  // byte count is a multiple of its element size, so each tensor starts aligned for its type.
+  std::vector<size_t> order(ready.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return dtype_size(ready[a].second.dtype()) > dtype_size(ready[b].second.dtype());
+  });
+  std::vector<uint64_t> begins(ready.size());
+  uint64_t at = 0;
+  for (size_t i : order) {
+    begins[i] = at;
+    at += static_cast<uint64_t>(ready[i].second.numel()) * dtype_size(ready[i].second.dtype());
+  }
+  const std::string header = detail::safetensors_header(ready, begins, metadata);
+
+  if (!overwrite) {
+    struct stat st {};
+    GA_CHECK(::lstat(path.c_str(), &st) != 0, IOError, path,
+             ": already exists; not overwriting it (pass overwrite=true to replace it)");
+  }
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? std::string() : path.substr(0, slash + 1);
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  static std::atomic<unsigned> counter{0};
+  std::string tmp;
+  int fd = -1;
+  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+    tmp = cat(dir, ".", base, ".tmp-", ::getpid(), "-", counter++);
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST) break;
+  }
+  GA_CHECK(fd >= 0, IOError, path, ": cannot create a temporary file next to it (", tmp, "): ",
+           detail::errno_text());
+  auto fail = [&](const std::string& what) {
+    const std::string e = detail::errno_text();
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw IOError(cat(path, ": ", what, ": ", e));
+  };
+  uint8_t len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(header.size()) >> (8 * i));
+  if (!detail::write_all(fd, len, 8) || !detail::write_all(fd, header.data(), header.size()))
+    fail("cannot write the header");
+  for (size_t i : order) {
+    const Tensor& t = ready[i].second;
+    const size_t nbytes = static_cast<size_t>(t.numel()) * dtype_size(t.dtype());
+    if (nbytes && !detail::write_all(fd, t.raw_data(), nbytes))
+      fail(cat("cannot write tensor \"", ready[i].first, "\""));
+  }
+  if (::fsync(fd) != 0) fail("cannot flush to disk");
+  if (::close(fd) != 0) {
+    fd = -1;
+    fail("cannot close");
+  }
+  fd = -1;
+  if (overwrite) {
+    if (::rename(tmp.c_str(), path.c_str()) != 0) fail("cannot rename the temporary file into place");
+    return;
+  }
+  // link() fails if `path` appeared since the check above, so a racing file is never replaced.
+  if (::link(tmp.c_str(), path.c_str()) == 0) {
+    ::unlink(tmp.c_str());
+    return;
+  }
+  if (errno == EEXIST) {
+    ::unlink(tmp.c_str());
+    throw IOError(cat(path, ": already exists; not overwriting it (pass overwrite=true to replace it)"));
+  }
+  // Filesystems without hard links: the existence check above is the best we can do.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    ::unlink(tmp.c_str());
+    throw IOError(cat(path, ": already exists; not overwriting it (pass overwrite=true to replace it)"));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("cannot rename the temporary file into place");
+}
+
+}  // namespace ga::io
