@@ -1,0 +1,310 @@
+// Image decoding and CLIP preprocessing against PIL: the fixtures in
+// tests/fixtures/images (made by tests/fixtures/gen_image_fixtures.py, see cases.txt)
+// hold PIL's decoded RGB, resized, cropped and normalised outputs; PNG-family inputs
+// must match exactly, JPEG within a stated tolerance. Bad files must give IOError.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ga/io/image.hpp"
+#include "ga/io/preprocess.hpp"
+
+#ifndef GA_SOURCE_DIR
+#error "GA_SOURCE_DIR must name the repository root (tests/CMakeLists.txt defines it)"
+#endif
+
+namespace {
+
+const std::string kImageDir = std::string(GA_SOURCE_DIR) + "/tests/fixtures/images/";
+
+std::vector<uint8_t> read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE_MESSAGE(in.good(), "missing fixture ", path);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// A numpy .npy array (C order, '|u1' or '<f4'), written by the fixture script.
+struct Npy {
+  std::string descr;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> data;
+  size_t count() const {
+    size_t n = 1;
+    for (int64_t d : shape) n *= size_t(d);
+    return n;
+  }
+};
+
+Npy read_npy(const std::string& path) {
+  std::vector<uint8_t> b = read_bytes(path);
+  REQUIRE(b.size() > 10);
+  REQUIRE(std::memcmp(b.data(), "\x93NUMPY", 6) == 0);
+  const size_t header_len = b[6] == 1 ? size_t(b[8]) | (size_t(b[9]) << 8) : size_t(b[8]) | (size_t(b[9]) << 8) |
+                                                                                  (size_t(b[10]) << 16) |
+                                                                                  (size_t(b[11]) << 24);
+  const size_t start = b[6] == 1 ? 10 : 12;
+  const std::string header(b.begin() + std::ptrdiff_t(start), b.begin() + std::ptrdiff_t(start + header_len));
+  REQUIRE(header.find("'fortran_order': False") != std::string::npos);
+  Npy out;
+  const size_t d = header.find("'descr': '") + 10;
+  out.descr = header.substr(d, header.find('\'', d) - d);
+  const size_t s = header.find('(', header.find("'shape'")) + 1;
+  std::stringstream dims(header.substr(s, header.find(')', s) - s));
+  std::string tok;
+  while (std::getline(dims, tok, ','))
+    if (tok.find_first_not_of(' ') != std::string::npos) out.shape.push_back(std::stoll(tok));
+  out.data.assign(b.begin() + std::ptrdiff_t(start + header_len), b.end());
+  return out;
+}
+
+// PIL's uint8 HxWx3 reference as an Image.
+ga::io::Image reference_image(const std::string& file) {
+  ga::io::Image img;
+  if (file.size() > 4 && file.substr(file.size() - 4) == ".png") {
+    // 224-pixel references are PNGs written by PIL (RGB, 8-bit; exact decoding of such
+    // files is itself checked by the decode cases).
+    return ga::io::load_image(kImageDir + file);
+  }
+  Npy n = read_npy(kImageDir + file);
+  REQUIRE(n.descr == "|u1");
+  REQUIRE(n.shape.size() == 3);
+  REQUIRE(n.shape[2] == 3);
+  img.height = int(n.shape[0]);
+  img.width = int(n.shape[1]);
+  img.pixels = n.data;
+  REQUIRE(img.pixels.size() == n.count());
+  return img;
+}
+
+struct Diff {
+  int max_abs = 0;
+  double mean_abs = 0;
+  size_t mismatches = 0;
+};
+
+Diff compare(const ga::io::Image& got, const ga::io::Image& want) {
+  REQUIRE(got.width == want.width);
+  REQUIRE(got.height == want.height);
+  REQUIRE(got.channels == 3);
+  REQUIRE(got.pixels.size() == want.pixels.size());
+  Diff d;
+  double sum = 0;
+  for (size_t i = 0; i < got.pixels.size(); ++i) {
+    const int e = std::abs(int(got.pixels[i]) - int(want.pixels[i]));
+    d.max_abs = std::max(d.max_abs, e);
+    d.mismatches += e != 0;
+    sum += e;
+  }
+  d.mean_abs = got.pixels.empty() ? 0.0 : sum / double(got.pixels.size());
+  return d;
+}
+
+std::vector<std::vector<std::string>> cases(const std::string& kind) {
+  std::ifstream in(kImageDir + "cases.txt");
+  REQUIRE_MESSAGE(in.good(), "missing ", kImageDir, "cases.txt (run tests/fixtures/gen_image_fixtures.py)");
+  std::vector<std::vector<std::string>> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ss(line);
+    std::vector<std::string> f{std::istream_iterator<std::string>(ss), std::istream_iterator<std::string>()};
+    if (!f.empty() && f[0] == kind) out.push_back(f);
+  }
+  return out;
+}
+
+// The message of the IOError that decoding `bytes` as `name` throws ("" if none).
+std::string decode_error(const std::vector<uint8_t>& bytes, const std::string& name) {
+  try {
+    (void)ga::io::decode_image(bytes.data(), bytes.size(), name);
+  } catch (const ga::IOError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("image: decode matches PIL convert(\"RGB\") exactly (PNG 1/2/8/16-bit, BMP, GIF, PNM)") {
+  const auto list = cases("decode");
+  CHECK(list.size() >= 25);
+  for (const auto& c : list) {
+    CAPTURE(c[1]);
+    const ga::io::Image got = ga::io::load_image(kImageDir + c[1]);
+    const Diff d = compare(got, reference_image(c[2]));
+    CHECK(d.mismatches == 0);
+  }
+}
+
+TEST_CASE("image: JPEG decode is within tolerance of PIL (libjpeg)") {
+  // stb's IDCT and chroma upsampling are not libjpeg-turbo's: a few levels apart at most
+  // per sample, well under one level on average.
+  const auto list = cases("jpeg");
+  CHECK(list.size() >= 4);
+  for (const auto& c : list) {
+    CAPTURE(c[1]);
+    const Diff d = compare(ga::io::load_image(kImageDir + c[1]), reference_image(c[2]));
+    MESSAGE(c[1], ": max |diff| ", d.max_abs, ", mean |diff| ", d.mean_abs);
+    CHECK(d.max_abs <= 8);
+    CHECK(d.mean_abs <= 1.0);
+  }
+}
+
+TEST_CASE("image: bicubic resize matches PIL Image.resize exactly (up, down, extreme ratios)") {
+  const auto list = cases("resize");
+  CHECK(list.size() >= 10);
+  for (const auto& c : list) {
+    CAPTURE(c[1]);
+    CAPTURE(c[2]);
+    CAPTURE(c[3]);
+    const ga::io::Image src = ga::io::load_image(kImageDir + c[1]);
+    const ga::io::Image got = ga::io::resize_bicubic(src, std::stoi(c[2]), std::stoi(c[3]));
+    const Diff d = compare(got, reference_image(c[4]));
+    CHECK(d.mismatches == 0);
+  }
+}
+
+TEST_CASE("image: resize_shorter_side matches torchvision Resize(size) on PIL exactly") {
+  const auto list = cases("shorter");
+  CHECK(list.size() >= 8);
+  for (const auto& c : list) {
+    CAPTURE(c[1]);
+    CAPTURE(c[2]);
+    const ga::io::Image got = ga::io::resize_shorter_side(ga::io::load_image(kImageDir + c[1]), std::stoi(c[2]));
+    CHECK(got.width == std::stoi(c[3]));
+    CHECK(got.height == std::stoi(c[4]));
+    const Diff d = compare(got, reference_image(c[5]));
+    CHECK(d.mismatches == 0);
+  }
+}
+
+TEST_CASE("image: resize + center crop matches torchvision Resize + CenterCrop exactly") {
+  const auto list = cases("crop");
+  CHECK(list.size() >= 15);
+  for (const auto& c : list) {
+    CAPTURE(c[1]);
+    CAPTURE(c[2]);
+    const int size = std::stoi(c[2]);
+    const ga::io::Image got =
+        ga::io::center_crop(ga::io::resize_shorter_side(ga::io::load_image(kImageDir + c[1]), size), size);
+    const Diff d = compare(got, reference_image(c[3]));
+    CHECK(d.mismatches == 0);
+  }
+}
+
+TEST_CASE("image: preprocess_clip matches ToTensor + Normalize within 1e-6") {
+  const auto list = cases("norm");
+  CHECK(list.size() >= 2);
+  for (const auto& c : list) {
+    CAPTURE(c[1]);
+    CAPTURE(c[2]);
+    const int size = std::stoi(c[2]);
+    const ga::Tensor t = ga::io::preprocess_clip(ga::io::load_image(kImageDir + c[1]), size);
+    REQUIRE(t.dtype() == ga::DType::f32);
+    REQUIRE(t.shape() == ga::Shape{3, size, size});
+    const Npy ref = read_npy(kImageDir + c[3]);
+    REQUIRE(ref.descr == "<f4");
+    REQUIRE(ref.count() == size_t(3 * size * size));
+    const float* want = reinterpret_cast<const float*>(ref.data.data());
+    const float* got = t.data_ptr<float>();
+    float worst = 0;
+    for (size_t i = 0; i < ref.count(); ++i) worst = std::max(worst, std::fabs(got[i] - want[i]));
+    CHECK(worst <= 1e-6f);
+  }
+}
+
+TEST_CASE("image: center crop uses Python's round-half-even offsets") {
+  ga::io::Image img;
+  img.width = 9;
+  img.height = 4;
+  for (int y = 0; y < 4; ++y)
+    for (int x = 0; x < 9; ++x)
+      for (int ch = 0; ch < 3; ++ch) img.pixels.push_back(uint8_t(10 * x + y));
+  // w - size = 5: round(2.5) = 2 (not 3); h - size = 0.
+  ga::io::Image c = ga::io::center_crop(img, 4);
+  CHECK(c.at(0, 0, 0) == 20);
+  // w - size = 6 -> 3; h - size = 1: round(0.5) = 0.
+  c = ga::io::center_crop(img, 3);
+  CHECK(c.at(0, 0, 0) == 30);
+  // w - size = 7: round(3.5) = 4; h - size = 2 -> 1.
+  c = ga::io::center_crop(img, 2);
+  CHECK(c.at(0, 0, 0) == 41);
+  // w - size = 8 -> 4; h - size = 3: round(1.5) = 2.
+  c = ga::io::center_crop(img, 1);
+  CHECK(c.at(0, 0, 0) == 42);
+}
+
+TEST_CASE("image: 16-bit grey PNG is clamped to 255 like PIL's I;16 -> RGB") {
+  // Not a rescale: PIL keeps I;16 values and clips on conversion. Checked on the fixture
+  // whose first row holds 0, 1, 254, 255, 256, 65535.
+  const ga::io::Image img = ga::io::load_image(kImageDir + "grey16.png");
+  const int want[6] = {0, 1, 254, 255, 255, 255};
+  for (int x = 0; x < 6; ++x) CHECK(img.at(x, 0, 0) == want[x]);
+}
+
+TEST_CASE("image: unreadable, empty, corrupt, truncated and non-image files give IOError naming the file") {
+  const std::string missing = kImageDir + "does_not_exist.png";
+  CHECK_THROWS_WITH_AS(ga::io::load_image(missing), doctest::Contains("does_not_exist.png"), ga::IOError);
+  CHECK_THROWS_AS(ga::io::load_image(kImageDir), ga::IOError);
+
+  CHECK(decode_error({}, "empty.png").find("empty.png") != std::string::npos);
+  CHECK(decode_error({}, "empty.png").find("empty") != std::string::npos);
+
+  const std::string text = "hello, this is not an image\n";
+  const std::string err = decode_error(std::vector<uint8_t>(text.begin(), text.end()), "notes.txt");
+  CHECK(err.find("notes.txt") != std::string::npos);
+
+  for (const std::string name : {"rgb8.png", "rgb420.jpg", "rgb24.bmp", "plain.gif", "rgb.ppm", "grey16.png",
+                                 "grey_maxval1000.pgm"}) {
+    CAPTURE(name);
+    const std::vector<uint8_t> full = read_bytes(kImageDir + name);
+    // Truncated at several points: header only, mid-data.
+    for (size_t keep : {size_t(3), size_t(12), full.size() / 3}) {
+      CAPTURE(keep);
+      std::vector<uint8_t> cut(full.begin(), full.begin() + std::ptrdiff_t(keep));
+      const std::string e = decode_error(cut, std::string("cut_") + name);
+      // JPEG and GIF decoders in stb tolerate missing data after the header (they
+      // return the partial image, as PIL does with LOAD_TRUNCATED_IMAGES); anything
+      // else must be an error naming the file.
+      const bool lenient = (name.find(".jpg") != std::string::npos || name.find(".gif") != std::string::npos) &&
+                           keep == full.size() / 3;
+      if (!lenient) CHECK(e.find(std::string("cut_") + name) != std::string::npos);
+    }
+  }
+  // A PNG whose IDAT is corrupted (bytes flipped): stb's zlib or CRC-free parsing must
+  // report it rather than crash.
+  std::vector<uint8_t> png = read_bytes(kImageDir + "rgb8.png");
+  for (size_t i = 60; i < png.size() && i < 400; ++i) png[i] ^= 0x5A;
+  CHECK(decode_error(png, "flipped.png").find("flipped.png") != std::string::npos);
+}
+
+TEST_CASE("image: images over the pixel limit are rejected before decoding") {
+  const std::vector<uint8_t> bytes = read_bytes(kImageDir + "rgb8.png");  // 61 x 47
+  CHECK_NOTHROW(ga::io::decode_image(bytes.data(), bytes.size(), "ok.png", 61 * 47));
+  CHECK_THROWS_WITH_AS(ga::io::decode_image(bytes.data(), bytes.size(), "big.png", 61 * 47 - 1),
+                       doctest::Contains("big.png"), ga::IOError);
+  // A header claiming 65535 x 65535 (no data): rejected by the limit, no allocation.
+  std::vector<uint8_t> pgm;
+  const std::string header = "P5 65535 65535 255\n";
+  pgm.assign(header.begin(), header.end());
+  CHECK_THROWS_WITH_AS(ga::io::decode_image(pgm.data(), pgm.size(), "huge.pgm"), doctest::Contains("huge.pgm"),
+                       ga::IOError);
+}
+
+TEST_CASE("image: zero and negative sizes give ValueError") {
+  const ga::io::Image img = ga::io::load_image(kImageDir + "rgb8.png");
+  CHECK_THROWS_AS(ga::io::resize_shorter_side(img, 0), ga::ValueError);
+  CHECK_THROWS_AS(ga::io::resize_shorter_side(img, -3), ga::ValueError);
+  CHECK_THROWS_AS(ga::io::resize_bicubic(img, 0, 5), ga::ValueError);
+  CHECK_THROWS_AS(ga::io::resize_bicubic(img, 5, 0), ga::ValueError);
+  CHECK_THROWS_AS(ga::io::center_crop(img, 0), ga::ValueError);
+  CHECK_THROWS_AS(ga::io::center_crop(img, 48), ga::ValueError);  // taller than the image
+  CHECK_THROWS_AS(ga::io::preprocess_clip(img, 0), ga::ValueError);
+  CHECK_THROWS_AS(ga::io::resize_shorter_side(ga::io::Image{}, 4), ga::ValueError);
+}
