@@ -1098,3 +1098,23 @@ TEST_CASE("tensor: empty tensors flow through ops") {
   CHECK(e.reshape({3, 0, 5}).numel() == 0);
   CHECK(e.to(f64).dtype() == f64);
 }
+
+TEST_CASE("tensor: the CPU block cache reuses freed large blocks and respects its limit") {
+  auto& cache = backend::cpu::HostBlockCache::instance();
+  set_cpu_cache_limit(size_t(64) << 20);
+  const void* first;
+  {
+    Tensor a = empty({1 << 18});  // 1 MiB: large enough to be cached
+    first = a.raw_data();
+  }
+  CHECK(cache.cached_bytes() >= (size_t(1) << 20));
+  Tensor b = empty({1 << 18});
+  CHECK(b.raw_data() == first);  // the same block came back
+  Tensor small = full({3}, 2.0);
+  CHECK(small.to_vector<float>() == std::vector<float>{2, 2, 2});
+  set_cpu_cache_limit(0);
+  CHECK(cache.cached_bytes() == 0);
+  { Tensor c = empty({1 << 18}); }
+  CHECK(cache.cached_bytes() == 0);  // limit 0: freed blocks go straight back to the system
+  set_cpu_cache_limit(size_t(256) << 20);
+}

@@ -1,6 +1,6 @@
 // Storage: a block of bytes on a device, shared by every view of a tensor.
-// It either owns its memory (allocated 64-byte aligned) or wraps memory the
-// caller owns (from_blob, mmapped weights), keeping an optional keep-alive handle.
+// It either owns its memory (given by a backend's allocate, freed through free_fn) or
+// wraps memory the caller owns (from_blob, mmapped weights), keeping an optional keep-alive handle.
 #pragma once
 #include <cstddef>
 #include <cstdlib>
@@ -27,13 +27,6 @@ class Storage {
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
 
-  /// Host memory, 64-byte aligned, uninitialised.
-  static std::shared_ptr<Storage> allocate_cpu(size_t nbytes) {
-    const size_t rounded = ((nbytes + 63) / 64) * 64;
-    void* p = rounded ? std::aligned_alloc(64, rounded) : nullptr;
-    GA_CHECK(p || !rounded, Error, "out of memory allocating ", nbytes, " bytes");
-    return std::make_shared<Storage>(nbytes, Device::cpu(), p, [](void* q) { std::free(q); });
-  }
   /// Wraps memory the caller owns; `keep_alive` (may be null) is held until the storage dies.
   static std::shared_ptr<Storage> wrap(void* data, size_t nbytes, Device device,
                                        std::shared_ptr<void> keep_alive = nullptr) {

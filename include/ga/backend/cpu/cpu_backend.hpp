@@ -3,6 +3,7 @@
 // Eigen for matrix products and vectorised math, OpenMP for parallel loops.
 #pragma once
 #include "../backend.hpp"
+#include "host_cache.hpp"
 #include "parallel.hpp"
 #include "strided.hpp"
 
@@ -27,7 +28,7 @@ class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
 
-  std::shared_ptr<Storage> allocate(size_t nbytes) override { return Storage::allocate_cpu(nbytes); }
+  std::shared_ptr<Storage> allocate(size_t nbytes) override { return HostBlockCache::instance().allocate(nbytes); }
   void copy(const Tensor& src, const Tensor& dst) override;
   void fill(const Tensor& dst, double v) override;
   void upload(const void* host, const Tensor& dst) override;
