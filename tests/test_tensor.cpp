@@ -1101,6 +1101,8 @@ TEST_CASE("tensor: empty tensors flow through ops") {
 
 TEST_CASE("tensor: the CPU block cache reuses freed large blocks and respects its limit") {
   auto& cache = backend::cpu::HostBlockCache::instance();
+  set_cpu_cache_limit(0);  // start empty: earlier tests may have filled it close to any limit
+  CHECK(cache.cached_bytes() == 0);
   set_cpu_cache_limit(size_t(64) << 20);
   const void* first;
   {
