@@ -308,3 +308,109 @@ TEST_CASE("image: zero and negative sizes give ValueError") {
   CHECK_THROWS_AS(ga::io::preprocess_clip(img, 0), ga::ValueError);
   CHECK_THROWS_AS(ga::io::resize_shorter_side(ga::io::Image{}, 4), ga::ValueError);
 }
+
+namespace {
+
+// Offset of the first segment with marker `m` (0xFF m ...) at or after `from`, found by
+// walking the segments of a well-formed fixture (entropy-coded data is skipped).
+size_t jpeg_segment(const std::vector<uint8_t>& b, uint8_t m, size_t from = 2) {
+  size_t i = 2;
+  while (i + 4 <= b.size()) {
+    REQUIRE(b[i] == 0xFF);
+    if (b[i + 1] == m && i >= from) return i;
+    const bool sos = b[i + 1] == 0xDA;
+    i += 2 + ((size_t(b[i + 2]) << 8) | b[i + 3]);
+    if (sos)
+      while (i + 1 < b.size() && !(b[i] == 0xFF && b[i + 1] != 0 && (b[i + 1] < 0xD0 || b[i + 1] > 0xD7))) ++i;
+  }
+  FAIL("fixture has no segment 0xFF", int(m));
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("image: JPEG fixtures decode exactly as stb decodes them (the header walk changes nothing)") {
+  for (const std::string name : {"grey.jpg", "rgb420.jpg", "rgb444.jpg", "progressive.jpg"}) {
+    CAPTURE(name);
+    const std::vector<uint8_t> b = read_bytes(kImageDir + name);
+    int w = 0, h = 0, c = 0;
+    stbi_uc* raw = stbi_load_from_memory(b.data(), int(b.size()), &w, &h, &c, 3);
+    REQUIRE(raw != nullptr);
+    const std::vector<uint8_t> want(raw, raw + size_t(w) * size_t(h) * 3);
+    stbi_image_free(raw);
+    const ga::io::Image got = ga::io::decode_image(b.data(), b.size(), name);
+    CHECK(got.width == w);
+    CHECK(got.height == h);
+    CHECK(got.pixels == want);
+  }
+}
+
+TEST_CASE("image: malformed JPEG headers stb would mis-handle give IOError naming the file") {
+  const std::vector<uint8_t> good = read_bytes(kImageDir + "rgb420.jpg");
+  const size_t dht = jpeg_segment(good, 0xC4);
+  auto expect = [](const std::vector<uint8_t>& bytes, const std::string& name, const std::string& why) {
+    const std::string e = decode_error(bytes, name);
+    CAPTURE(e);
+    CHECK(e.find(name) != std::string::npos);
+    CHECK(e.find(why) != std::string::npos);
+  };
+  {  // DHT counts summing to more than 256 (stb would write past its 257-entry table)
+    std::vector<uint8_t> b = good;
+    b[dht + 4 + 16] = 250;  // 16-bit codes: the 16 counts now sum past 256
+    expect(b, "dht_count.jpg", "codes (at most 256)");
+  }
+  {  // table class 2 / table id 5
+    std::vector<uint8_t> b = good;
+    b[dht + 4] = 0x20;
+    expect(b, "dht_class.jpg", "DHT table class 2");
+    b[dht + 4] = 0x05;
+    expect(b, "dht_id.jpg", "DHT table class 0 id 5");
+  }
+  {  // a DHT whose codes run past its segment
+    std::vector<uint8_t> b = good;
+    b[dht + 4 + 1] += 3;
+    expect(b, "dht_overrun.jpg", "truncated DHT table");
+  }
+  {  // a segment length pointing past the end of the file / shorter than its own length field
+    std::vector<uint8_t> b(good.begin(), good.begin() + std::ptrdiff_t(dht + 40));
+    expect(b, "cut_dht.jpg", "truncated segment");
+    b = good;
+    b[dht + 2] = 0, b[dht + 3] = 1;
+    expect(b, "short_len.jpg", "segment length 1");
+  }
+  {  // a scan selecting Huffman tables no DHT defined (stb would decode with garbage tables)
+    std::vector<uint8_t> b = good;
+    const size_t sos = jpeg_segment(good, 0xDA);
+    b[sos + 6] = 0x33;  // first component: DC table 3, AC table 3
+    expect(b, "undefined_huffman.jpg", "undefined DC Huffman table 3");
+  }
+  {  // a frame component using a quantisation table no DQT defined
+    std::vector<uint8_t> b = good;
+    const size_t sof = jpeg_segment(good, 0xC0);
+    b[sof + 4 + 8] = 2;  // first component: table 2
+    expect(b, "undefined_quant.jpg", "undefined quantisation table 2");
+  }
+  {  // progressive: a bad DHT between scans is found too (the walk skips scan data)
+    const std::vector<uint8_t> prog = read_bytes(kImageDir + "progressive.jpg");
+    const size_t late = jpeg_segment(prog, 0xC4, jpeg_segment(prog, 0xDA));
+    std::vector<uint8_t> b = prog;
+    b[late + 4 + 16] = 255;
+    expect(b, "late_dht.jpg", "codes (at most 256)");
+  }
+}
+
+TEST_CASE("image: a PNG with an empty IDAT chunk before its data decodes like the original") {
+  const std::vector<uint8_t> good = read_bytes(kImageDir + "rgb8.png");
+  size_t pos = 8;  // first IDAT chunk
+  while (std::string(good.begin() + std::ptrdiff_t(pos + 4), good.begin() + std::ptrdiff_t(pos + 8)) != "IDAT")
+    pos += 12 + ((size_t(good[pos]) << 24) | (size_t(good[pos + 1]) << 16) | (size_t(good[pos + 2]) << 8) | good[pos + 3]);
+  std::vector<uint8_t> b(good.begin(), good.begin() + std::ptrdiff_t(pos));
+  const uint8_t empty_idat[12] = {0, 0, 0, 0, 'I', 'D', 'A', 'T', 0x35, 0xAF, 0x06, 0x1E};
+  b.insert(b.end(), empty_idat, empty_idat + 12);
+  b.insert(b.end(), good.begin() + std::ptrdiff_t(pos), good.end());
+  const ga::io::Image want = ga::io::decode_image(good.data(), good.size(), "rgb8.png");
+  const ga::io::Image got = ga::io::decode_image(b.data(), b.size(), "empty_idat.png");
+  CHECK(got.width == want.width);
+  CHECK(got.height == want.height);
+  CHECK(got.pixels == want.pixels);
+}

@@ -178,6 +178,125 @@ inline GifFirstFrame gif_first_frame(const uint8_t* data, size_t size) {
   return g;
 }
 
+/// True when stb_image would take the data for a JPEG: 0xFF, any 0xFF fill bytes, SOI.
+inline bool is_jpeg(const uint8_t* data, size_t size) {
+  size_t i = 0;
+  while (i < size && data[i] == 0xFF) ++i;
+  return i > 0 && i < size && data[i] == 0xD8;
+}
+
+/// Why this exists: the JPEG decoder of Debian's stb_image 2.27 (a system package we do
+/// not patch) trusts its header segments; later stb releases fixed what follows. A DHT
+/// table declaring more than 256 codes overruns the Huffman tables (out-of-bounds writes,
+/// CVE-2021-28021), and a scan that uses a Huffman or quantisation table no earlier
+/// segment defined decodes with uninitialised tables (out-of-bounds reads). So every JPEG
+/// is walked here, as stb will read it, before stb sees any of it (stbi_info included).
+/// Walk: SOI; then marker segments (2-byte big-endian length counting itself) up to EOI
+/// or the end of the data; after each SOS its entropy-coded data is skipped up to the
+/// next 0xFF followed by a byte that is not 0x00 (stuffing), RSTn or 0xFF (fill), so
+/// DHT/DQT segments between progressive scans are checked too. Bytes between segments
+/// that are no marker are skipped (stb skips or rejects them itself).
+/// Returns why the data must not reach stb, or "" when it may.
+inline std::string jpeg_structure_error(const uint8_t* d, size_t size) {
+  bool dc_table[4] = {}, ac_table[4] = {}, quant_table[4] = {};
+  int comp_id[4] = {}, comp_tq[4] = {}, ncomp = 0;
+  bool progressive = false;
+  size_t pos = 0;
+  while (d[pos] == 0xFF) ++pos;
+  ++pos;  // SOI (see is_jpeg)
+  while (pos < size) {
+    if (d[pos] != 0xFF) {
+      ++pos;
+      continue;
+    }
+    while (pos < size && d[pos] == 0xFF) ++pos;
+    if (pos >= size) break;
+    const int m = d[pos++];
+    if (m == 0xD9) break;                                           // EOI: stb reads no further
+    if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD8)) continue;  // no segment follows
+    const std::string seg = cat("marker 0xFF", std::hex, std::uppercase, m, std::dec);
+    if (size - pos < 2) return cat("truncated segment (", seg, ")");
+    const size_t len = (size_t(d[pos]) << 8) | d[pos + 1];
+    if (len < 2) return cat("segment length ", len, " < 2 (", seg, ")");
+    if (len > size - pos) return cat("truncated segment (", seg, " declares ", len, " bytes, ", size - pos, " left)");
+    const uint8_t* s = d + pos + 2;  // the segment's payload, n bytes
+    const size_t n = len - 2;
+    pos += len;
+    if (m == 0xC4) {  // DHT: tables of (class << 4 | id, 16 code-length counts, values)
+      for (size_t i = 0; i < n;) {
+        if (n - i < 17) return "truncated DHT table";
+        const int tc = s[i] >> 4, th = s[i] & 15;
+        if (tc > 1 || th > 3) return cat("DHT table class ", tc, " id ", th, " (class must be 0..1, id 0..3)");
+        size_t codes = 0;
+        for (int k = 1; k <= 16; ++k) codes += s[i + size_t(k)];
+        if (codes > 256) return cat("DHT table declares ", codes, " codes (at most 256)");
+        if (n - i - 17 < codes) return "truncated DHT table";
+        (tc == 0 ? dc_table : ac_table)[th] = true;
+        i += 17 + codes;
+      }
+    } else if (m == 0xDB) {  // DQT: tables of (precision << 4 | id, 64 8- or 16-bit values)
+      for (size_t i = 0; i < n;) {
+        const int pq = s[i] >> 4, tq = s[i] & 15;
+        if (pq > 1 || tq > 3) return cat("DQT table precision ", pq, " id ", tq);
+        if (n - i < 1 + 64 * size_t(pq + 1)) return "truncated DQT table";
+        quant_table[tq] = true;
+        i += 1 + 64 * size_t(pq + 1);
+      }
+    } else if ((m == 0xC0 || m == 0xC1 || m == 0xC2) && ncomp == 0) {  // the SOF stb decodes
+      if (n < 6 || s[5] < 1 || s[5] > 4 || n < 6 + 3 * size_t(s[5])) return "bad SOF segment";
+      ncomp = s[5];
+      progressive = m == 0xC2;
+      for (int c = 0; c < ncomp; ++c) {
+        comp_id[c] = s[6 + 3 * c];
+        comp_tq[c] = s[8 + 3 * c];
+        if (comp_tq[c] > 3) return "bad SOF segment";
+      }
+    } else if (m == 0xDA) {  // SOS: each component's tables must exist; then skip the scan data
+      const size_t ns = n >= 1 ? s[0] : 0;
+      if (ns < 1 || ns > 4 || n != 4 + 2 * ns) return "bad SOS segment";
+      const int ss = s[1 + 2 * ns], ah = s[3 + 2 * ns] >> 4;
+      for (size_t k = 0; k < ns; ++k) {
+        const int id = s[1 + 2 * k], td = s[2 + 2 * k] >> 4, ta = s[2 + 2 * k] & 15;
+        int c = 0;
+        while (c < ncomp && comp_id[c] != id) ++c;
+        if (c == ncomp || td > 3 || ta > 3) return "bad SOS segment";  // stb rejects these too
+        if (!quant_table[comp_tq[c]]) return cat("scan uses undefined quantisation table ", comp_tq[c]);
+        // stb reads the DC table in sequential scans and first DC scans, the AC table in
+        // sequential scans and AC scans.
+        if ((!progressive || (ss == 0 && ah == 0)) && !dc_table[td])
+          return cat("scan uses undefined DC Huffman table ", td);
+        if ((!progressive || ss != 0) && !ac_table[ta]) return cat("scan uses undefined AC Huffman table ", ta);
+      }
+      while (pos < size) {
+        const int next = pos + 1 < size ? d[pos + 1] : -1;
+        if (d[pos] == 0xFF && next != 0x00 && next != 0xFF && !(next >= 0xD0 && next <= 0xD7)) break;
+        pos += (d[pos] == 0xFF && next != 0xFF) ? 2 : 1;
+      }
+    }
+  }
+  return "";
+}
+
+/// The bytes stb should decode for a PNG: stb 2.27 memcpy's into a null buffer when a
+/// zero-length IDAT chunk comes before any image data (undefined behaviour, though zero
+/// bytes are copied). Such chunks carry nothing, so a copy without them is returned; an
+/// empty vector when there are none. stb does not check CRCs, so nothing else changes.
+inline std::vector<uint8_t> png_without_empty_idat(const uint8_t* d, size_t size) {
+  std::vector<uint8_t> out;
+  size_t pos = 8, copied = 0;
+  while (size - pos >= 12) {
+    const size_t len = (size_t(d[pos]) << 24) | (size_t(d[pos + 1]) << 16) | (size_t(d[pos + 2]) << 8) | d[pos + 3];
+    if (len > size - pos - 12) break;
+    if (len == 0 && std::equal(d + pos + 4, d + pos + 8, "IDAT")) {
+      out.insert(out.end(), d + copied, d + pos);
+      copied = pos + 12;
+    }
+    pos += 12 + len;
+  }
+  if (copied > 0) out.insert(out.end(), d + copied, d + size);
+  return out;
+}
+
 }  // namespace detail
 
 /// Decodes an encoded image held in memory to 8-bit RGB; `name` (a path, usually) is
@@ -201,7 +320,7 @@ inline Image decode_image(const uint8_t* data, size_t size, const std::string& n
                           int64_t max_pixels = kMaxImagePixels) {
   GA_CHECK(size > 0 && data != nullptr, IOError, "image: cannot decode '", name, "': empty file");
   GA_CHECK(size <= size_t(INT_MAX), IOError, "image: cannot decode '", name, "': file larger than 2 GiB");
-  const int len = int(size);
+  int len = int(size);
   if (detail::starts_with(data, size, "P5") || detail::starts_with(data, size, "P6")) {
     // Binary PNM is decoded here, not by stb: this stb reads 16-bit samples without
     // swapping them from big-endian, ignores maxval, and accepts truncated data (leaving
@@ -241,6 +360,14 @@ inline Image decode_image(const uint8_t* data, size_t size, const std::string& n
     }
     return img;
   }
+
+  if (detail::is_jpeg(data, size)) {
+    const std::string why = detail::jpeg_structure_error(data, size);
+    GA_CHECK(why.empty(), IOError, "image: cannot decode '", name, "': corrupt JPEG (", why, ")");
+  }
+  std::vector<uint8_t> png_copy;
+  if (detail::is_png(data, size)) png_copy = detail::png_without_empty_idat(data, size);
+  if (!png_copy.empty()) data = png_copy.data(), size = png_copy.size(), len = int(size);
 
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(data, len, &w, &h, &comp))
