@@ -4,6 +4,8 @@
 // gradients are worked out by hand.
 #include <doctest/doctest.h>
 
+#include "test_util.hpp"
+
 #include <cmath>
 #include <memory>
 #include <string>
@@ -16,26 +18,8 @@ using namespace ga;
 
 namespace {
 
-template <class Exc, class F>
-void expect_error(const char* what, F&& f, std::initializer_list<const char*> parts = {}) {
-  std::string msg;
-  bool right = false;
-  try {
-    f();
-    msg = "(nothing thrown)";
-  } catch (const Exc& e) {
-    right = true;
-    msg = e.what();
-  } catch (const std::exception& e) {
-    msg = std::string("(wrong exception type) ") + e.what();
-  }
-  INFO(std::string(what), " -> ", msg);
-  CHECK(right);
-  for (const char* p : parts) {
-    INFO("message should contain: ", std::string(p));
-    CHECK(msg.find(p) != std::string::npos);
-  }
-}
+using test::expect_error;
+
 
 /// A leaf requiring grad: 1-d of v's length unless a shape is given.
 Tensor leaf(std::vector<double> v, Shape s = {}) {

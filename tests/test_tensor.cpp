@@ -4,6 +4,8 @@
 // computed independently of the library (hand values, naive loops, bit-level references).
 #include <doctest/doctest.h>
 
+#include "test_util.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -19,6 +21,8 @@
 using namespace ga;
 
 namespace {
+
+using test::expect_error;
 
 float bits_to_float(uint32_t u) {
   float f;
@@ -62,27 +66,6 @@ double bf16_ref_round(double x) {
   return ref_round(x, 7, -126, std::ldexp(255.0, 120));  // (2 - 2^-7) * 2^127
 }
 
-/// Runs f and checks it throws Exc whose message contains every part.
-template <class Exc, class F>
-void expect_error(const char* what, F&& f, std::initializer_list<const char*> parts = {}) {
-  std::string msg;
-  bool right = false;
-  try {
-    f();
-    msg = "(nothing thrown)";
-  } catch (const Exc& e) {
-    right = true;
-    msg = e.what();
-  } catch (const std::exception& e) {
-    msg = std::string("(wrong exception type) ") + e.what();
-  }
-  INFO(std::string(what), " -> ", msg);
-  CHECK(right);
-  for (const char* p : parts) {
-    INFO("message should contain: ", std::string(p));
-    CHECK(msg.find(p) != std::string::npos);
-  }
-}
 
 /// Restores the thread count when a test ends.
 struct ThreadRestore {
