@@ -7,6 +7,8 @@
 #include <cblas.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <vector>
 
 #include <ga/ga.hpp>
 
@@ -80,6 +82,20 @@ void BM_add_eigen(benchmark::State& st) {
   }
   st.counters["GB/s"] = benchmark::Counter(3.0 * 4 * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
+// The memory-bandwidth reference for the two above: a plain copy split across the same
+// threads (reads n, writes n), into a buffer allocated once.
+void BM_copy_reference(benchmark::State& st) {
+  const int64_t n = st.range(0);
+  std::vector<float> a(static_cast<size_t>(n), 1.0f), c(static_cast<size_t>(n));
+  for (auto _ : st) {
+    ga::backend::cpu::parallel_for(0, n, 1 << 16, [&](int64_t lo, int64_t hi) {
+      std::memcpy(c.data() + lo, a.data() + lo, sizeof(float) * static_cast<size_t>(hi - lo));
+    });
+    benchmark::DoNotOptimize(c.data());
+  }
+  st.counters["GB/s"] = benchmark::Counter(2.0 * 4 * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_copy_reference)->Arg(1 << 24)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_add_ga)->Arg(1 << 16)->Arg(1 << 24)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_add_eigen)->Arg(1 << 16)->Arg(1 << 24)->Unit(benchmark::kMicrosecond)->UseRealTime();
 

@@ -39,18 +39,41 @@ struct StridedLoop {
   }
 
   /// Calls row(offsets, n, inner_strides) for every innermost row, in parallel when large.
-  /// offsets are element offsets of the row's first element in each operand.
+  /// offsets are element offsets of the row's first element in each operand. A row may be
+  /// cut into pieces (each its own call) so that a few long rows, or the single row that
+  /// contiguous operands merge into, still use every thread.
   template <class RowFn>
   void run(const RowFn& row) const {
+    constexpr int64_t kGrain = 32768;  // elements below which a thread is not worth starting
     const int64_t inner = shape.back();
     int64_t rows = 1;
     for (size_t i = 0; i + 1 < shape.size(); ++i) rows *= shape[i];
     if (rows * inner == 0) return;
     std::array<int64_t, N> inner_st;
     for (size_t k = 0; k < N; ++k) inner_st[k] = strides[k].back();
-    const int64_t grain = std::max<int64_t>(1, 32768 / inner);
+    const size_t nd = shape.size() - 1;
+    const int64_t threads = get_num_threads();
+    if (rows < threads && inner >= 2 * kGrain) {
+      const int64_t pieces = std::min<int64_t>(inner / kGrain, (threads + rows - 1) / rows);
+      const int64_t piece = (inner + pieces - 1) / pieces;
+      parallel_for(0, rows * pieces, 1, [&](int64_t lo, int64_t hi) {
+        for (int64_t item = lo; item < hi; ++item) {
+          const int64_t begin = (item % pieces) * piece, len = std::min(piece, inner - begin);
+          std::array<int64_t, N> off{};
+          int64_t r = item / pieces;
+          for (size_t d = nd; d-- > 0;) {
+            const int64_t i = r % shape[d];
+            r /= shape[d];
+            for (size_t k = 0; k < N; ++k) off[k] += i * strides[k][d];
+          }
+          for (size_t k = 0; k < N; ++k) off[k] += begin * inner_st[k];
+          if (len > 0) row(off, len, inner_st);
+        }
+      });
+      return;
+    }
+    const int64_t grain = std::max<int64_t>(1, kGrain / inner);
     parallel_for(0, rows, grain, [&](int64_t lo, int64_t hi) {
-      const size_t nd = shape.size() - 1;
       std::vector<int64_t> idx(nd);
       std::array<int64_t, N> off{};
       int64_t r = lo;
