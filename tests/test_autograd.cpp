@@ -545,3 +545,15 @@ TEST_CASE("autograd: gradcheck passes index inputs through") {
   CHECK(rb.message.find("input 0") != std::string::npos);
   CHECK(rb.message.find("element 4") != std::string::npos);  // x[2][0] is flat element 4
 }
+
+TEST_CASE("autograd: in-place ops update non-contiguous views and refuse expanded ones") {
+  Tensor base = tensor(std::vector<double>{1, 2, 3, 4, 5, 6}, {2, 3});
+  Tensor col = base.t();  // [3, 2], strides [1, 3]
+  add_(col, tensor(std::vector<double>{10, 20}));  // adds 10 to row 0 of base, 20 to row 1
+  CHECK(base.to_vector<double>() == std::vector<double>{11, 12, 13, 24, 25, 26});
+  Tensor every_other = base.slice(1, 0, 3, 2);  // columns 0 and 2
+  mul_(every_other, 2.0);
+  CHECK(base.to_vector<double>() == std::vector<double>{22, 12, 26, 48, 25, 52});
+  Tensor wide = tensor(std::vector<double>{1, 2}).unsqueeze(0).expand({3, 2});
+  expect_error<ValueError>("add_ on an expanded view", [&] { add_(wide, 1.0); }, {"add_", "expanded"});
+}

@@ -50,16 +50,6 @@ class Optimizer {
   virtual void step() = 0;
 
  protected:
-  /// p -= delta, in place (p may be a non-contiguous view of a larger tensor).
-  static void subtract_(Tensor& p, const Tensor& delta) {
-    if (p.is_contiguous()) sub_(p, delta);
-    else p.copy_(sub(p.detach(), delta));
-  }
-  static void scale_(Tensor& p, double s) {
-    if (p.is_contiguous()) mul_(p, s);
-    else p.copy_(p.detach() * s);
-  }
-
   std::vector<Tensor> params_;
   double lr_ = 0.0;
 };
@@ -105,7 +95,7 @@ class SGD : public Optimizer {
         }
         d = nesterov_ ? add(d, b * momentum_) : b;
       }
-      subtract_(p, d * lr_);
+      sub_(p, d * lr_);
     }
   }
 
@@ -143,7 +133,7 @@ class Adam : public Optimizer {
       }
       ++s.step;
       if (weight_decay_ != 0.0) {
-        if (decoupled_) scale_(p, 1.0 - lr_ * weight_decay_);
+        if (decoupled_) mul_(p, 1.0 - lr_ * weight_decay_);
         else g = add(g, p.detach() * weight_decay_);
       }
       mul_(s.exp_avg, b1);
@@ -153,7 +143,7 @@ class Adam : public Optimizer {
       const double bc1 = 1.0 - std::pow(b1, double(s.step));
       const double bc2 = 1.0 - std::pow(b2, double(s.step));
       Tensor denom = sqrt(s.exp_avg_sq) / std::sqrt(bc2) + eps_;
-      subtract_(p, div(s.exp_avg, denom) * (lr_ / bc1));
+      sub_(p, div(s.exp_avg, denom) * (lr_ / bc1));
     }
   }
 

@@ -266,11 +266,19 @@ inline Tensor& inplace_binary(const char* op, BinaryOp kind, Tensor& self, const
   check_same_dtype(op, self, other);
   GA_CHECK(!(grad_enabled() && self.requires_grad()), AutogradError, op,
            ": in-place update of a tensor that requires grad; wrap it in ga::NoGradGuard");
-  GA_CHECK(self.is_contiguous(), ValueError, op, ": in-place target must be contiguous, got strides ",
-           shape_str(self.strides()));
+  for (int64_t d = 0; d < self.dim(); ++d)  // an expanded view would write one element many times
+    GA_CHECK(self.strides()[d] != 0 || self.shape()[d] <= 1, ValueError, op,
+             ": in-place target is an expanded view (stride 0 in dim ", d, " of ", shape_str(self.shape()), ")");
   GA_CHECK(broadcast_shapes(other.shape(), self.shape(), op) == self.shape(), ShapeError, op, ": ",
            shape_str(other.shape()), " does not broadcast to ", shape_str(self.shape()));
-  backend::of(self).binary(kind, self.detach(), other.detach().expand(self.shape()), self.detach());
+  Tensor target = self.detach(), rhs = other.detach().expand(self.shape());
+  if (self.is_contiguous()) {
+    backend::of(self).binary(kind, target, rhs, target);  // the kernel's out must be contiguous
+  } else {
+    Tensor result = empty(self.shape(), self.dtype(), self.device());
+    backend::of(self).binary(kind, target, rhs, result);
+    backend::of(self).copy(result, target);
+  }
   return self;
 }
 }  // namespace ops
