@@ -10,6 +10,8 @@
 # Environment (all optional):
 #   GA_BUILD_DIR       Release build directory            (default: build)
 #   GA_ASAN_BUILD_DIR  sanitizer build directory           (default: build-asan)
+#   GA_FUZZ_BUILD_DIR  libFuzzer build directory (clang)   (default: build-fuzz)
+#   GA_FUZZ_SECONDS    seconds per fuzz target             (default: 30)
 #   GA_JOBS            parallel jobs                       (default: nproc)
 #   GA_NO_INSTALL=1    never call apt-get (fail if something is missing)
 set -euo pipefail
@@ -26,6 +28,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 build=${GA_BUILD_DIR:-build}
 asan_build=${GA_ASAN_BUILD_DIR:-build-asan}
+fuzz_build=${GA_FUZZ_BUILD_DIR:-build-fuzz}
 jobs=${GA_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 t_start=$SECONDS
@@ -52,7 +55,7 @@ trap on_exit EXIT
 
 # ---- 1. packages ----
 packages=(cmake g++ make libeigen3-dev libstb-dev doctest-dev)
-if [[ $mode == test ]]; then packages+=(libbenchmark-dev libopenblas-dev); fi
+if [[ $mode == test ]]; then packages+=(libbenchmark-dev libopenblas-dev clang libclang-rt-14-dev); fi
 phase "checking packages"
 missing=()
 for p in "${packages[@]}"; do
@@ -126,6 +129,22 @@ if [[ $mode == test ]]; then
   ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1:strict_string_checks=1} \
     UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
     "$asan_build/tests/ga_tests"
+  phase_done
+
+  # Every parser (images, JSON, safetensors, zip, pickle, tokenizer) under libFuzzer with
+  # ASan + UBSan, for a bounded time each.
+  phase "configuring $fuzz_build (clang, libFuzzer)"
+  mkdir -p "$fuzz_build"
+  CC=clang CXX=clang++ cmake -S . -B "$fuzz_build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGA_BUILD_FUZZ=ON \
+    -DGA_BUILD_TESTS=ON -DGA_BUILD_BENCH=OFF -DGA_BUILD_EXAMPLES=OFF \
+    >"$fuzz_build/ga-configure.log" 2>&1 || { cat "$fuzz_build/ga-configure.log"; exit 1; }
+  phase_done
+  mapfile -t fuzz_targets < <(cmake --build "$fuzz_build" --target help | sed -n 's/^\.\.\. \(fuzz_[a-z_]*\).*/\1/p')
+  phase "building ${fuzz_targets[*]} in $fuzz_build"
+  cmake --build "$fuzz_build" --target "${fuzz_targets[@]}" -j "$jobs"
+  phase_done
+  phase "fuzzing each parser for ${GA_FUZZ_SECONDS:-30} s"
+  bash tests/fuzz/run_fuzzers.sh "$fuzz_build" "${GA_FUZZ_SECONDS:-30}"
   phase_done
 fi
 

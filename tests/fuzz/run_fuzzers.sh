@@ -33,7 +33,7 @@ seeds_for() {
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$root/tests/fuzz/ubsan.supp"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
 
-mapfile -t targets < <(find "$build" -maxdepth 3 -type f -name 'fuzz_*' -perm -u+x | sort)
+mapfile -t targets < <(find "$build/tests/fuzz" -maxdepth 1 -type f -name 'fuzz_*' -perm -u+x | sort)
 [[ ${#targets[@]} -gt 0 ]] || { echo "[fuzz] no fuzz_* executables under $build" >&2; exit 1; }
 mkdir -p "$build/fuzz-artifacts"
 failed=()
