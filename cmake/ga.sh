@@ -14,6 +14,8 @@
 #   GA_FUZZ_SECONDS    seconds per fuzz target             (default: 30)
 #   GA_JOBS            parallel jobs                       (default: nproc)
 #   GA_NO_INSTALL=1    never call apt-get (fail if something is missing)
+#   GA_NATIVE=0        portable binaries (default 1: -march=native, since these builds run on
+#                      the machine that built them; Eigen's GEMM is 4.7x faster with AVX-512)
 set -euo pipefail
 
 usage() {
@@ -94,7 +96,7 @@ else
 fi
 phase "configuring $build (Release)"
 mkdir -p "$build"
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DGA_SANITIZE=OFF "${opts[@]}" >"$build/ga-configure.log" 2>&1 ||
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DGA_SANITIZE=OFF -DGA_NATIVE="${GA_NATIVE:-1}" "${opts[@]}" >"$build/ga-configure.log" 2>&1 ||
   { cat "$build/ga-configure.log"; exit 1; }
 phase_done
 phase "building ${targets[*]} in $build with $jobs jobs"
