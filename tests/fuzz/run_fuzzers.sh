@@ -23,6 +23,7 @@ seeds_for() {
     fuzz_image)       echo "$fixtures/images" ;;
     fuzz_zip)         echo "$fixtures/checkpoints" ;;
     fuzz_pickle)      echo "$root/tests/fuzz/seeds/pickle" ;;
+    fuzz_npy)         echo "$fixtures/convert/npy_f32_2x3.npy $fixtures/convert/npy_i64_3.npy $fixtures/convert/npy_f16_2x2x1.npy $fixtures/convert/npy_bool_scalar.npy $fixtures/convert/npy_u8_0x4.npy" ;;
     *)                echo "" ;;
   esac
 }

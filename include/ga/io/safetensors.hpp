@@ -25,6 +25,7 @@
 
 #include "../tensor.hpp"
 #include "json.hpp"
+#include "mapped_file.hpp"
 
 namespace ga::io {
 
@@ -75,24 +76,7 @@ inline const char* safetensors_dtype_name(DType t) {
   return "?";
 }
 
-/// Read-only bytes of a file or buffer, kept alive by whoever holds the shared_ptr.
-struct ByteSource {
-  const uint8_t* data = nullptr;
-  size_t size = 0;
-  std::shared_ptr<void> owner;  // the mapping or the vector
-};
-
-/// An mmapped file. Private copy-on-write: the file is opened read-only and never written,
-/// yet an in-place op on a returned tensor modifies its own pages instead of faulting.
-struct Mapping {
-  void* addr = nullptr;
-  size_t size = 0;
-  ~Mapping() {
-    if (addr) munmap(addr, size);
-  }
-};
-
-inline std::string errno_text() { return std::strerror(errno); }
+using ga::io::ByteSource;  // the reader's bytes (mapped_file.hpp)
 
 }  // namespace detail
 
@@ -107,36 +91,10 @@ class SafetensorsFile {
   /// Maps `path` and validates its header and layout. IOError (naming the path) when the
   /// file cannot be opened or is not a well-formed safetensors file.
   static SafetensorsFile open(const std::string& path) {
-    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is rejected just below).
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    GA_CHECK(fd >= 0, IOError, path, ": cannot open: ", detail::errno_text());
-    struct stat st {};
-    if (fstat(fd, &st) != 0) {
-      const std::string e = detail::errno_text();
-      ::close(fd);
-      throw IOError(cat(path, ": cannot stat: ", e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      throw IOError(cat(path, ": not a regular file"));
-    }
-    const uint64_t size = static_cast<uint64_t>(st.st_size);
-    if (size < 8) {
-      ::close(fd);
-      throw IOError(cat(path, ": not a safetensors file: ", size,
+    ByteSource src = map_file(path);
+    if (src.size < 8)
+      throw IOError(cat(path, ": not a safetensors file: ", src.size,
                         " bytes, shorter than the 8-byte header length"));
-    }
-    void* addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-    const std::string map_err = addr == MAP_FAILED ? detail::errno_text() : "";
-    ::close(fd);  // the mapping stays valid without the descriptor
-    GA_CHECK(addr != MAP_FAILED, IOError, path, ": cannot mmap ", size, " bytes: ", map_err);
-    auto mapping = std::make_shared<detail::Mapping>();
-    mapping->addr = addr;
-    mapping->size = size;
-    detail::ByteSource src;
-    src.data = static_cast<const uint8_t*>(addr);
-    src.size = size;
-    src.owner = mapping;
     return SafetensorsFile(std::move(src), path);
   }
 
@@ -146,11 +104,7 @@ class SafetensorsFile {
   static SafetensorsFile from_buffer(std::shared_ptr<std::vector<uint8_t>> bytes,
                                      std::string name = "<buffer>") {
     GA_CHECK(bytes != nullptr, ValueError, "SafetensorsFile::from_buffer: null buffer for ", name);
-    detail::ByteSource src;
-    src.data = bytes->data();
-    src.size = bytes->size();
-    src.owner = std::move(bytes);
-    return SafetensorsFile(std::move(src), std::move(name));
+    return SafetensorsFile(buffer_source(std::move(bytes)), std::move(name));
   }
 
   const std::string& path() const { return path_; }
