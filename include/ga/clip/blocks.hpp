@@ -1,0 +1,141 @@
+// Building blocks shared by CLIP's three towers: named weight lookup with dtype checks, the
+// f32 view of a stored (possibly f16/bf16) weight, activations, multi-head attention, and
+// OpenAI's pre-norm ResidualAttentionBlock in batch-first layout. Inference only: callers
+// hold a NoGradGuard; nothing here records onto the autograd tape.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../tensor.hpp"
+
+namespace ga::clip {
+
+/// Named intermediate activations, in the order a forward pass produced them. Batch-first:
+/// transformer activations are [N, L, D], convolutional ones [N, C, H, W].
+using Trace = std::vector<std::pair<std::string, Tensor>>;
+
+/// Tensors by OpenAI state-dict name.
+using TensorMap = std::map<std::string, Tensor>;
+
+namespace detail {
+
+/// The tensor `name` from `m`. Requires it present (KeyError naming it) and of a floating
+/// dtype (DTypeError naming it and its dtype).
+inline const Tensor& weight_at(const TensorMap& m, const std::string& name) {
+  auto it = m.find(name);
+  GA_CHECK(it != m.end(), KeyError, "clip model: tensor ", name, " is missing");
+  GA_CHECK(is_floating(it->second.dtype()), DTypeError, "clip model: tensor ", name, " has dtype ",
+           dtype_name(it->second.dtype()), ", expected f32, f16 or bf16");
+  return it->second;
+}
+
+/// The f32 values of a weight: the tensor itself when it is f32, else a converted copy.
+/// Converting f16/bf16 weights at every use costs one pass over the weight per forward (and
+/// a transient f32 copy of it); acceptable until the kernels read f16/bf16 directly.
+inline Tensor as_f32(const Tensor& t) { return !t.defined() || t.dtype() == DType::f32 ? t : t.to(DType::f32); }
+
+/// x @ w^T + b with a weight of any stored float dtype.
+inline Tensor linear_any(const Tensor& x, const Tensor& w, const Tensor& b) {
+  return linear(x, as_f32(w), as_f32(b));
+}
+
+/// Layer norm over the last dim, OpenAI's eps 1e-5 (its LayerNorm subclass computes in f32).
+struct LayerNormWeights {
+  Tensor weight, bias;
+  static LayerNormWeights from(const TensorMap& m, const std::string& prefix) {
+    return {weight_at(m, prefix + ".weight"), weight_at(m, prefix + ".bias")};
+  }
+  Tensor operator()(const Tensor& x) const {
+    return layer_norm(x, {x.size(-1)}, as_f32(weight), as_f32(bias), 1e-5);
+  }
+};
+
+struct LinearWeights {
+  Tensor weight, bias;  // [out, in], [out]
+  static LinearWeights from(const TensorMap& m, const std::string& prefix) {
+    return {weight_at(m, prefix + ".weight"), weight_at(m, prefix + ".bias")};
+  }
+  Tensor operator()(const Tensor& x) const { return linear_any(x, weight, bias); }
+};
+
+/// The MLP activation named by ClipConfig::activation.
+enum class Activation { QuickGelu, Gelu };
+
+inline Activation activation_from_name(const std::string& name) {
+  if (name == "quick_gelu") return Activation::QuickGelu;
+  GA_CHECK(name == "gelu", ValueError, "clip model: unknown activation \"", name,
+           "\" (expected \"quick_gelu\" or \"gelu\")");
+  return Activation::Gelu;
+}
+
+inline Tensor apply_activation(Activation a, const Tensor& x) {
+  return a == Activation::QuickGelu ? quick_gelu(x) : gelu(x);
+}
+
+/// Multi-head attention on already projected q [N, Lq, D], k, v [N, L, D] with `heads`
+/// heads of D / heads each; returns the heads' outputs concatenated, [N, Lq, D], before the
+/// output projection. `causal`: query i sees keys 0..i only.
+inline Tensor multi_head_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t heads, bool causal) {
+  const int64_t N = q.size(0), Lq = q.size(1), L = k.size(1), D = q.size(2), hd = D / heads;
+  auto split = [&](const Tensor& t, int64_t len) { return t.reshape({N, len, heads, hd}).permute({0, 2, 1, 3}); };
+  Tensor o = scaled_dot_product_attention(split(q, Lq), split(k, L), split(v, L), Tensor(), causal);
+  return o.permute({0, 2, 1, 3}).reshape({N, Lq, D});
+}
+
+/// OpenAI's ResidualAttentionBlock: x + attn(ln_1(x)), then + c_proj(act(c_fc(ln_2(x)))),
+/// with attn's q, k, v projections stacked in in_proj_weight / in_proj_bias.
+struct ResidualBlockWeights {
+  LayerNormWeights ln_1, ln_2;
+  Tensor in_proj_weight, in_proj_bias;  // [3D, D], [3D]: q, k, v stacked
+  LinearWeights out_proj, c_fc, c_proj;
+
+  static ResidualBlockWeights from(const TensorMap& m, const std::string& prefix) {
+    ResidualBlockWeights b;
+    b.ln_1 = LayerNormWeights::from(m, prefix + ".ln_1");
+    b.ln_2 = LayerNormWeights::from(m, prefix + ".ln_2");
+    b.in_proj_weight = weight_at(m, prefix + ".attn.in_proj_weight");
+    b.in_proj_bias = weight_at(m, prefix + ".attn.in_proj_bias");
+    b.out_proj = LinearWeights::from(m, prefix + ".attn.out_proj");
+    b.c_fc = LinearWeights::from(m, prefix + ".mlp.c_fc");
+    b.c_proj = LinearWeights::from(m, prefix + ".mlp.c_proj");
+    return b;
+  }
+
+  /// Updates x [N, L, D] (contiguous, not requiring grad) in place.
+  void forward_inplace(Tensor& x, int64_t heads, Activation act, bool causal) const {
+    const int64_t D = x.size(-1);
+    Tensor qkv = linear_any(ln_1(x), in_proj_weight, in_proj_bias);  // [N, L, 3D]
+    Tensor a = multi_head_attention(qkv.narrow(-1, 0, D), qkv.narrow(-1, D, D), qkv.narrow(-1, 2 * D, D), heads,
+                                    causal);
+    add_(x, out_proj(a));
+    add_(x, c_proj(apply_activation(act, c_fc(ln_2(x)))));
+  }
+};
+
+/// OpenAI's Transformer: a stack of residual blocks, all with the same head count.
+struct TransformerWeights {
+  std::vector<ResidualBlockWeights> blocks;
+
+  static TransformerWeights from(const TensorMap& m, const std::string& prefix, int64_t layers) {
+    TransformerWeights t;
+    for (int64_t i = 0; i < layers; ++i)
+      t.blocks.push_back(ResidualBlockWeights::from(m, prefix + ".resblocks." + std::to_string(i)));
+    return t;
+  }
+
+  /// Runs every block on x [N, L, D] in place; records "<prefix>.resblocks.<i>" after each
+  /// block into `trace` when given.
+  void forward_inplace(Tensor& x, int64_t heads, Activation act, bool causal, Trace* trace,
+                       const std::string& prefix) const {
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      blocks[i].forward_inplace(x, heads, act, causal);
+      if (trace) trace->emplace_back(prefix + ".resblocks." + std::to_string(i), x.clone());
+    }
+  }
+};
+
+}  // namespace detail
+}  // namespace ga::clip

@@ -1,0 +1,159 @@
+// CLIP's ModifiedResNet image tower, batch-first: a 3-convolution stem and a 2x2 average
+// pool, four stages of bottlenecks (anti-aliased: average pooling instead of strided
+// convolutions), and attention pooling. Every BatchNorm is folded into the convolution before
+// it when the weights are loaded, so inference runs one convolution with a bias per pair.
+#pragma once
+#include "blocks.hpp"
+#include "config.hpp"
+
+namespace ga::clip::detail {
+
+/// A convolution followed by an inference-mode BatchNorm, folded into one convolution with a
+/// bias: w' = w * s, b' = beta - mean * s per output channel, s = gamma / sqrt(var + eps).
+struct FoldedConv {
+  Tensor weight;  // [O, C, k, k] f32
+  Tensor bias;    // [O] f32
+  int64_t pad = 0;
+
+  /// Folds `conv_name`.weight with the BatchNorm `bn_prefix` (eps 1e-5, PyTorch's default, as
+  /// OpenAI's model uses). Computed in f64 from the stored values and kept in f32 whatever
+  /// the stored dtype: the folded tensors are new memory either way, and f32 keeps the fold
+  /// from adding a rounding step.
+  static FoldedConv fold(const TensorMap& m, const std::string& conv_name, const std::string& bn_prefix,
+                         int64_t pad) {
+    const Tensor w = weight_at(m, conv_name + ".weight").to(DType::f64);
+    const Tensor gamma = weight_at(m, bn_prefix + ".weight").to(DType::f64);
+    const Tensor beta = weight_at(m, bn_prefix + ".bias").to(DType::f64);
+    const Tensor mean = weight_at(m, bn_prefix + ".running_mean").to(DType::f64);
+    const Tensor var = weight_at(m, bn_prefix + ".running_var").to(DType::f64);
+    const Tensor s = mul(gamma, rsqrt(var + 1e-5));
+    FoldedConv c;
+    c.weight = mul(w, s.reshape({-1, 1, 1, 1})).to(DType::f32);
+    c.bias = sub(beta, mul(mean, s)).to(DType::f32);
+    c.pad = pad;
+    return c;
+  }
+
+  Tensor operator()(const Tensor& x, int64_t stride = 1) const {
+    return conv2d(x, weight, bias, {stride, stride}, {pad, pad});
+  }
+};
+
+/// OpenAI's Bottleneck (expansion 4): 1x1, 3x3, [avgpool(stride)], 1x1, each with its
+/// BatchNorm (folded), ReLU after the first two and after the residual sum; the shortcut is
+/// [avgpool(stride)], 1x1 conv, BatchNorm when shapes change, else the identity.
+struct BottleneckWeights {
+  FoldedConv conv1, conv2, conv3, downsample;
+  bool has_downsample = false;
+  int64_t stride = 1;
+
+  Tensor forward(const Tensor& x) const {
+    Tensor out = relu(conv1(x));
+    out = relu(conv2(out));
+    if (stride > 1) out = avg_pool2d(out, {stride, stride});
+    out = conv3(out);
+    if (has_downsample) {
+      const Tensor pooled = stride > 1 ? avg_pool2d(x, {stride, stride}) : x;
+      add_(out, downsample(pooled));
+    } else {
+      add_(out, x);
+    }
+    return relu(out);
+  }
+};
+
+/// AttentionPool2d: the spatial tokens with their mean prepended, plus a positional
+/// embedding; one multi-head attention whose only query is the mean token; then c_proj.
+struct AttentionPoolWeights {
+  Tensor positional_embedding;  // [HW + 1, C]
+  LinearWeights q_proj, k_proj, v_proj, c_proj;
+  int64_t heads = 0;
+
+  /// x [N, C, H, W] -> [N, embed].
+  Tensor forward(const Tensor& x) const {
+    const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+    Tensor tokens = x.reshape({N, C, HW}).permute({0, 2, 1});     // [N, HW, C]
+    Tensor t = concat({mean(tokens, {1}, true), tokens}, 1);      // [N, HW + 1, C], contiguous
+    add_(t, as_f32(positional_embedding));
+    Tensor q = q_proj(t.narrow(1, 0, 1));                         // [N, 1, C]
+    Tensor a = multi_head_attention(q, k_proj(t), v_proj(t), heads, /*causal=*/false);
+    return c_proj(a.reshape({N, C}));
+  }
+};
+
+struct ModifiedResNetWeights {
+  FoldedConv conv1, conv2, conv3;  // the stem: conv1 has stride 2
+  std::vector<std::vector<BottleneckWeights>> stages;
+  AttentionPoolWeights attnpool;
+
+  static ModifiedResNetWeights from(const TensorMap& m, const ClipConfig& cfg) {
+    ModifiedResNetWeights r;
+    r.conv1 = FoldedConv::fold(m, "visual.conv1", "visual.bn1", 1);
+    r.conv2 = FoldedConv::fold(m, "visual.conv2", "visual.bn2", 1);
+    r.conv3 = FoldedConv::fold(m, "visual.conv3", "visual.bn3", 1);
+    for (int stage = 0; stage < 4; ++stage) {
+      std::vector<BottleneckWeights> blocks;
+      for (int64_t b = 0; b < cfg.vision_layers[static_cast<size_t>(stage)]; ++b) {
+        const std::string p = "visual.layer" + std::to_string(stage + 1) + "." + std::to_string(b);
+        BottleneckWeights blk;
+        blk.stride = (stage > 0 && b == 0) ? 2 : 1;
+        blk.conv1 = FoldedConv::fold(m, p + ".conv1", p + ".bn1", 0);
+        blk.conv2 = FoldedConv::fold(m, p + ".conv2", p + ".bn2", 1);
+        blk.conv3 = FoldedConv::fold(m, p + ".conv3", p + ".bn3", 0);
+        // Present exactly where OpenAI's Bottleneck builds it (check_shapes enforced that).
+        blk.has_downsample = m.count(p + ".downsample.0.weight") != 0;
+        if (blk.has_downsample) blk.downsample = FoldedConv::fold(m, p + ".downsample.0", p + ".downsample.1", 0);
+        blocks.push_back(std::move(blk));
+      }
+      r.stages.push_back(std::move(blocks));
+    }
+    r.attnpool.positional_embedding = weight_at(m, "visual.attnpool.positional_embedding");
+    r.attnpool.q_proj = LinearWeights::from(m, "visual.attnpool.q_proj");
+    r.attnpool.k_proj = LinearWeights::from(m, "visual.attnpool.k_proj");
+    r.attnpool.v_proj = LinearWeights::from(m, "visual.attnpool.v_proj");
+    r.attnpool.c_proj = LinearWeights::from(m, "visual.attnpool.c_proj");
+    r.attnpool.heads = cfg.vision_heads;
+    return r;
+  }
+
+  /// The folded tensors under their convolution's name: "<conv>.weight" and "<conv>.bias".
+  void export_folded(TensorMap& out) const {
+    auto put = [&](const std::string& name, const FoldedConv& c) {
+      out[name + ".weight"] = c.weight;
+      out[name + ".bias"] = c.bias;
+    };
+    put("visual.conv1", conv1);
+    put("visual.conv2", conv2);
+    put("visual.conv3", conv3);
+    for (size_t s = 0; s < stages.size(); ++s)
+      for (size_t b = 0; b < stages[s].size(); ++b) {
+        const std::string p = "visual.layer" + std::to_string(s + 1) + "." + std::to_string(b);
+        put(p + ".conv1", stages[s][b].conv1);
+        put(p + ".conv2", stages[s][b].conv2);
+        put(p + ".conv3", stages[s][b].conv3);
+        if (stages[s][b].has_downsample) put(p + ".downsample.0", stages[s][b].downsample);
+      }
+  }
+
+  /// images [N, 3, R, R] f32 (checked by the caller) -> [N, embed] f32.
+  Tensor forward(const Tensor& images, Trace* trace) const {
+    Tensor x = relu(conv1(images, 2));
+    x = relu(conv2(x));
+    x = relu(conv3(x));
+    x = avg_pool2d(x, {2, 2});
+    if (trace) trace->emplace_back("visual.avgpool", x);
+    for (size_t s = 0; s < stages.size(); ++s)
+      for (size_t b = 0; b < stages[s].size(); ++b) {
+        x = stages[s][b].forward(x);
+        if (trace) trace->emplace_back("visual.layer" + std::to_string(s + 1) + "." + std::to_string(b), x);
+      }
+    Tensor out = attnpool.forward(x);
+    if (trace) {
+      trace->emplace_back("visual.attnpool", out);
+      trace->emplace_back("visual", out);
+    }
+    return out;
+  }
+};
+
+}  // namespace ga::clip::detail

@@ -1,0 +1,56 @@
+// CLIP's Vision Transformer image tower (OpenAI's VisionTransformer), batch-first:
+// patch embedding (a bias-free strided convolution), class token, positional embedding,
+// ln_pre, pre-norm residual blocks, ln_post on the class token, then @ proj.
+#pragma once
+#include "blocks.hpp"
+#include "config.hpp"
+
+namespace ga::clip::detail {
+
+struct VisionTransformerWeights {
+  int64_t patch = 0, heads = 0;
+  Activation act = Activation::QuickGelu;
+  Tensor conv1;                   // [W, 3, patch, patch], no bias
+  Tensor class_embedding;         // [W]
+  Tensor positional_embedding;    // [grid^2 + 1, W]
+  LayerNormWeights ln_pre, ln_post;
+  TransformerWeights transformer;
+  Tensor proj;                    // [W, embed], applied as x @ proj
+
+  static VisionTransformerWeights from(const TensorMap& m, const ClipConfig& cfg) {
+    VisionTransformerWeights v;
+    v.patch = cfg.vision_patch_size;
+    v.heads = cfg.vision_heads;
+    v.act = activation_from_name(cfg.activation);
+    v.conv1 = weight_at(m, "visual.conv1.weight");
+    v.class_embedding = weight_at(m, "visual.class_embedding");
+    v.positional_embedding = weight_at(m, "visual.positional_embedding");
+    v.ln_pre = LayerNormWeights::from(m, "visual.ln_pre");
+    v.ln_post = LayerNormWeights::from(m, "visual.ln_post");
+    v.transformer = TransformerWeights::from(m, "visual.transformer", cfg.vision_layers[0]);
+    v.proj = weight_at(m, "visual.proj");
+    return v;
+  }
+
+  /// images [N, 3, R, R] f32 (checked by the caller) -> [N, embed] f32.
+  Tensor forward(const Tensor& images, Trace* trace) const {
+    const int64_t N = images.size(0), W = conv1.size(0);
+    Tensor x = conv2d(images, as_f32(conv1), Tensor(), {patch, patch});  // [N, W, g, g]
+    if (trace) trace->emplace_back("visual.conv1", x);
+    const int64_t P = x.size(2) * x.size(3);
+    Tensor tokens = x.view({N, W, P}).permute({0, 2, 1});                 // [N, P, W]
+    Tensor cls = as_f32(class_embedding).reshape({1, 1, W}).expand({N, 1, W});
+    x = concat({cls, tokens}, 1);                                         // [N, P + 1, W], contiguous
+    add_(x, as_f32(positional_embedding));
+    x = ln_pre(x);
+    if (trace) trace->emplace_back("visual.ln_pre", x.clone());
+    transformer.forward_inplace(x, heads, act, /*causal=*/false, trace, "visual.transformer");
+    Tensor pooled = ln_post(x.select(1, 0));                              // [N, W]
+    if (trace) trace->emplace_back("visual.ln_post", pooled);
+    Tensor out = matmul(pooled, as_f32(proj));
+    if (trace) trace->emplace_back("visual", out);
+    return out;
+  }
+};
+
+}  // namespace ga::clip::detail
