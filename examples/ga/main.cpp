@@ -1,5 +1,6 @@
-// The `ga` command-line tool. Until the CLIP and adaptation commands land, it
-// describes itself and checks the engine end to end on a tiny training problem.
+// The `ga` command-line tool: CLIP conversion and inference (convert_commands.cpp,
+// clip_commands.cpp) and a self-test of the engine on a tiny training problem (here).
+// This file dispatches: global options, the command table, help, errors -> exit codes.
 //
 // Exit codes: 0 success, 1 a command ran and failed, 2 bad usage (one line on stderr).
 #include <chrono>
@@ -7,31 +8,36 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <new>
 #include <string>
 #include <vector>
 
 #include <ga/ga.hpp>
 
+#include "cli.hpp"
+
 namespace {
+
+int selftest_command(const std::vector<std::string>& argv);
 
 struct Command {
   const char* name;
   const char* summary;
-  bool available;
+  int (*run)(const std::vector<std::string>& argv);  // nullptr: not available yet
 };
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> list = {
-      {"selftest", "train a tiny MLP on a synthetic problem and check the engine", true},
-      {"convert", "convert OpenAI CLIP checkpoints to safetensors", false},
-      {"info", "print a weights file's model config and tensors", false},
-      {"tokenize", "CLIP BPE tokenizer: text -> token ids", false},
-      {"preprocess", "CLIP image preprocessing: image -> normalised tensor", false},
-      {"encode-image", "CLIP image embeddings for image files", false},
-      {"encode-text", "CLIP text embeddings for prompts", false},
-      {"zeroshot", "zero-shot classification with CLIP", false},
-      {"adapt", "few-shot adaptation (GraphAdapter, Tip-Adapter, CLIP-Adapter, ...)", false},
-      {"demo", "the end-to-end demo on the embedded default", false},
+      {"convert", "convert a CLIP checkpoint (OpenAI, open_clip, Hugging Face) to one model file", ga_cli::run_convert},
+      {"info", "print a model file's config, preprocessing, tokenizer and tensors", ga_cli::run_info},
+      {"tokenize", "CLIP BPE tokenizer: text -> token ids", ga_cli::run_tokenize},
+      {"preprocess", "CLIP image preprocessing: images -> normalised N x 3 x R x R .npy", ga_cli::run_preprocess},
+      {"encode-image", "CLIP image embeddings of image files -> N x D .npy", ga_cli::run_encode_image},
+      {"encode-text", "CLIP text embeddings of texts -> N x D .npy", ga_cli::run_encode_text},
+      {"zeroshot", "zero-shot classification of images over a list of class names", ga_cli::run_zeroshot},
+      {"selftest", "train a tiny MLP on a synthetic problem and check the engine", selftest_command},
+      {"adapt", "few-shot adaptation (GraphAdapter, Tip-Adapter, CLIP-Adapter, ...)", nullptr},
+      {"demo", "the end-to-end demo on the embedded default", nullptr},
   };
   return list;
 }
@@ -39,6 +45,13 @@ const std::vector<Command>& commands() {
 int usage_error(const std::string& msg) {
   std::cerr << "ga: " << msg << " (see 'ga --help')\n";
   return 2;
+}
+
+/// An error message on one line (messages name the file at fault; some span lines).
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  return s;
 }
 
 void print_build_config(std::ostream& os) {
@@ -62,20 +75,22 @@ void print_help() {
             << ": graphadapter.cpp's command-line tool.\n"
                "\n"
                "graphadapter.cpp is a header-only C++17 tensor + autograd library (Eigen, OpenMP)\n"
-               "on which CLIP inference and few-shot adaptation (GraphAdapter and baselines) are\n"
-               "being built. Today the engine (tensors, ops, autograd, gradcheck) exists; the\n"
-               "CLIP and adaptation commands are planned.\n"
+               "with CLIP inference; few-shot adaptation (GraphAdapter and baselines) is planned.\n"
                "\n"
                "usage: ga [--threads N] <command> [args]\n"
+               "       ga <command> --help\n"
                "       ga --help | --version\n"
                "\n"
                "commands:\n";
   for (const Command& c : commands()) {
     std::string name = c.name;
     name.resize(14, ' ');
-    std::cout << "  " << name << c.summary << (c.available ? "" : "  [not yet available]") << "\n";
+    std::cout << "  " << name << c.summary << (c.run ? "" : "  [not yet available]") << "\n";
   }
   std::cout << "\n"
+               "Every command takes --help and --threads N, exits 0 on success, 1 when its input\n"
+               "is bad (one line on stderr naming the file), 2 on bad usage.\n"
+               "\n"
                "options:\n"
                "  --threads N   threads for CPU kernels (1..1024; default: OMP_NUM_THREADS or all cores)\n"
                "  --help, -h    this text\n"
@@ -194,6 +209,20 @@ int selftest() {
   return ok ? 0 : 1;
 }
 
+const char* const kSelftestUsage =
+    "usage: ga selftest [--threads N]\n"
+    "\n"
+    "Checks the engine end to end: the gradients autograd computes for a 2-16-2 tanh MLP\n"
+    "against finite differences, then trains it with SGD on XOR of four Gaussian blobs and\n"
+    "requires held-out accuracy >= 0.9. Exits 1 if either check fails.\n";
+
+int selftest_command(const std::vector<std::string>& argv) {
+  ga_cli::Args args;
+  if (ga_cli::parse_common("selftest", argv, {}, kSelftestUsage, args)) return 0;
+  if (!args.positional.empty()) throw ga_cli::UsageError("selftest takes no arguments");
+  return selftest();
+}
+
 /// Parses a thread count; false when s is not an integer in [1, 1024].
 bool parse_threads(const char* s, int& n) {
   if (!s || !*s) return false;
@@ -207,8 +236,9 @@ bool parse_threads(const char* s, int& n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> positional;
-  for (int i = 1; i < argc; ++i) {
+  // Global options come before the command; everything after it is the command's.
+  int i = 1;
+  for (; i < argc; ++i) {
     const char* a = argv[i];
     if (!std::strcmp(a, "--help") || !std::strcmp(a, "-h")) {
       print_help();
@@ -227,27 +257,35 @@ int main(int argc, char** argv) {
       continue;
     }
     if (a[0] == '-' && a[1] != '\0') return usage_error(std::string("unknown option '") + a + "'");
-    positional.emplace_back(a);
+    break;
   }
-
-  if (positional.empty()) {
+  if (i >= argc) {
     print_help();
     return 0;
   }
-  const std::string& cmd = positional[0];
+  const std::string cmd = argv[i];
+  const std::vector<std::string> rest(argv + i + 1, argv + argc);
+  const Command* command = nullptr;
+  for (const Command& c : commands())
+    if (cmd == c.name) command = &c;
+  if (!command) return usage_error("unknown command '" + cmd + "'");
+  if (!command->run) {
+    std::cerr << "ga: '" << cmd << "' is not yet available in this version (" << GA_VERSION_STRING << ")\n";
+    return 1;
+  }
   try {
-    if (cmd == "selftest") {
-      if (positional.size() > 1) return usage_error("selftest takes no arguments");
-      return selftest();
-    }
-    for (const Command& c : commands())
-      if (cmd == c.name) {
-        std::cerr << "ga: '" << cmd << "' is not yet available in this version (" << GA_VERSION_STRING << ")\n";
-        return 1;
-      }
-    return usage_error("unknown command '" + cmd + "'");
+    return command->run(rest);
+  } catch (const ga_cli::UsageError& e) {
+    std::cerr << "ga " << cmd << ": " << one_line(e.what()) << " (see 'ga " << cmd << " --help')\n";
+    return 2;
   } catch (const ga::Error& e) {
-    std::cerr << "ga " << cmd << ": " << e.what() << "\n";
+    std::cerr << "ga " << cmd << ": " << one_line(e.what()) << "\n";
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "ga " << cmd << ": out of memory\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "ga " << cmd << ": " << one_line(e.what()) << "\n";
     return 1;
   }
 }
