@@ -1,7 +1,8 @@
 // CLIP's byte-pair-encoding tokenizer, id for id the same as OpenAI's simple_tokenizer
 // (clip/simple_tokenizer.py + clip.tokenize): the same text cleaning (the ftfy.fix_text
 // fixes, html.unescape twice, whitespace collapse, str.lower), the same split pattern and
-// the same merges. It depends on nothing but the standard library and ga::Error.
+// the same merges. It depends on nothing but the standard library, ga::Error and the gzip
+// reader in ga/io/inflate.hpp.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../io/inflate.hpp"
 #include "unicode_tables.hpp"
 
 namespace ga::clip {
@@ -1015,213 +1017,6 @@ inline std::vector<U32> split_pieces(const U32& s) {
   return out;
 }
 
-// ---------------------------------------------------------------------------------------
-// gzip (RFC 1952) around DEFLATE (RFC 1951): just enough to read the vocabulary file.
-
-class Inflater {
- public:
-  Inflater(const unsigned char* data, size_t size, std::string origin)
-      : p_(data), n_(size), origin_(std::move(origin)) {}
-
-  std::string gunzip() {
-    std::string out;
-    while (pos_ < n_) {
-      size_t member_start = out.size();
-      need(10);
-      if (p_[pos_] != 0x1F || p_[pos_ + 1] != 0x8B || p_[pos_ + 2] != 8) fail("not a gzip (deflate) stream");
-      unsigned flags = p_[pos_ + 3];
-      pos_ += 10;
-      if (flags & 4) {
-        need(2);
-        size_t xlen = p_[pos_] | (p_[pos_ + 1] << 8);
-        pos_ += 2;
-        need(xlen);
-        pos_ += xlen;
-      }
-      for (unsigned f : {8u, 16u}) {
-        if (flags & f) {
-          while (true) {
-            need(1);
-            if (p_[pos_++] == 0) break;
-          }
-        }
-      }
-      if (flags & 2) { need(2); pos_ += 2; }
-      bitbuf_ = 0, bitcnt_ = 0;
-      inflate(out);
-      need(8);
-      uint32_t crc = read_le32(pos_), isize = read_le32(pos_ + 4);
-      pos_ += 8;
-      if (crc32(out.data() + member_start, out.size() - member_start) != crc) fail("CRC mismatch");
-      if (static_cast<uint32_t>(out.size() - member_start) != isize) fail("length mismatch");
-      while (pos_ < n_ && p_[pos_] == 0) ++pos_;  // padding some tools leave after a member
-    }
-    return out;
-  }
-
- private:
-  struct Huffman {
-    std::vector<uint16_t> count = std::vector<uint16_t>(16, 0);
-    std::vector<uint16_t> symbol;
-  };
-
-  [[noreturn]] void fail(const std::string& why) const {
-    throw IOError(cat("tokenizer: ", origin_, ": corrupt gzip data (", why, ")"));
-  }
-  void need(size_t k) const {
-    if (pos_ + k > n_) fail("unexpected end of file");
-  }
-  uint32_t read_le32(size_t at) const {
-    return uint32_t(p_[at]) | (uint32_t(p_[at + 1]) << 8) | (uint32_t(p_[at + 2]) << 16) | (uint32_t(p_[at + 3]) << 24);
-  }
-  static uint32_t crc32(const char* d, size_t n) {
-    static const auto table = [] {
-      std::vector<uint32_t> t(256);
-      for (uint32_t i = 0; i < 256; ++i) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        t[i] = c;
-      }
-      return t;
-    }();
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; ++i) c = table[(c ^ static_cast<unsigned char>(d[i])) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-  }
-  unsigned bits(int k) {
-    while (bitcnt_ < k) {
-      need(1);
-      bitbuf_ |= uint32_t(p_[pos_++]) << bitcnt_;
-      bitcnt_ += 8;
-    }
-    unsigned v = bitbuf_ & ((1u << k) - 1);
-    bitbuf_ >>= k;
-    bitcnt_ -= k;
-    return v;
-  }
-  Huffman build(const uint8_t* lengths, int n) {
-    Huffman h;
-    h.symbol.assign(n, 0);
-    for (int i = 0; i < n; ++i) h.count[lengths[i]]++;
-    h.count[0] = 0;
-    int left = 1;
-    for (int len = 1; len < 16; ++len) {
-      left = left * 2 - h.count[len];
-      if (left < 0) fail("over-subscribed Huffman code");
-    }
-    std::vector<uint16_t> offs(16, 0);
-    for (int len = 1; len < 15; ++len) offs[len + 1] = offs[len] + h.count[len];
-    for (int i = 0; i < n; ++i)
-      if (lengths[i]) h.symbol[offs[lengths[i]]++] = static_cast<uint16_t>(i);
-    return h;
-  }
-  int decode(const Huffman& h) {
-    int code = 0, first = 0, index = 0;
-    for (int len = 1; len < 16; ++len) {
-      code |= static_cast<int>(bits(1));
-      int count = h.count[len];
-      if (code - first < count) return h.symbol[index + (code - first)];
-      index += count;
-      first = (first + count) << 1;
-      code <<= 1;
-    }
-    fail("invalid Huffman code");
-  }
-  void inflate(std::string& out) {
-    static const uint16_t kLenBase[] = {3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31,
-                                        35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
-    static const uint8_t kLenExtra[] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2,
-                                        3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
-    static const uint16_t kDistBase[] = {1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129,
-                                         193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097,
-                                         6145, 8193, 12289, 16385, 24577};
-    static const uint8_t kDistExtra[] = {0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6,
-                                         6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
-    const size_t member_start = out.size();
-    bool last = false;
-    while (!last) {
-      last = bits(1);
-      unsigned type = bits(2);
-      if (type == 0) {
-        bitbuf_ = 0, bitcnt_ = 0;
-        need(4);
-        unsigned len = p_[pos_] | (p_[pos_ + 1] << 8), nlen = p_[pos_ + 2] | (p_[pos_ + 3] << 8);
-        pos_ += 4;
-        if ((len ^ 0xFFFF) != nlen) fail("stored block length check");
-        need(len);
-        out.append(reinterpret_cast<const char*>(p_ + pos_), len);
-        pos_ += len;
-        continue;
-      }
-      if (type == 3) fail("invalid block type");
-      uint8_t lengths[320];
-      Huffman lit, dist;
-      if (type == 1) {
-        for (int i = 0; i < 288; ++i) lengths[i] = i < 144 ? 8 : i < 256 ? 9 : i < 280 ? 7 : 8;
-        lit = build(lengths, 288);
-        for (int i = 0; i < 30; ++i) lengths[i] = 5;
-        dist = build(lengths, 30);
-      } else {
-        int nlen = bits(5) + 257, ndist = bits(5) + 1, ncode = bits(4) + 4;
-        if (nlen > 286 || ndist > 30) fail("bad code counts");
-        static const uint8_t kOrder[19] = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
-        uint8_t cl[19] = {0};
-        for (int i = 0; i < ncode; ++i) cl[kOrder[i]] = static_cast<uint8_t>(bits(3));
-        Huffman clh = build(cl, 19);
-        int i = 0;
-        while (i < nlen + ndist) {
-          int sym = decode(clh);
-          if (sym < 16) {
-            lengths[i++] = static_cast<uint8_t>(sym);
-            continue;
-          }
-          int rep;
-          uint8_t val = 0;
-          if (sym == 16) {
-            if (i == 0) fail("repeat with no previous length");
-            val = lengths[i - 1];
-            rep = 3 + bits(2);
-          } else if (sym == 17) {
-            rep = 3 + bits(3);
-          } else {
-            rep = 11 + bits(7);
-          }
-          if (i + rep > nlen + ndist) fail("too many code lengths");
-          while (rep--) lengths[i++] = val;
-        }
-        if (lengths[256] == 0) fail("no end-of-block code");
-        lit = build(lengths, nlen);
-        dist = build(lengths + nlen, ndist);
-      }
-      for (;;) {
-        int sym = decode(lit);
-        if (sym < 256) {
-          out.push_back(static_cast<char>(sym));
-        } else if (sym == 256) {
-          break;
-        } else {
-          sym -= 257;
-          if (sym >= 29) fail("bad length symbol");
-          size_t len = kLenBase[sym] + bits(kLenExtra[sym]);
-          int ds = decode(dist);
-          if (ds >= 30) fail("bad distance symbol");
-          size_t d = kDistBase[ds] + bits(kDistExtra[ds]);
-          if (d > out.size() - member_start) fail("distance too far back");
-          size_t from = out.size() - d;
-          for (size_t k = 0; k < len; ++k) out.push_back(out[from + k]);
-        }
-      }
-    }
-  }
-
-  const unsigned char* p_;
-  size_t n_;
-  size_t pos_ = 0;
-  uint32_t bitbuf_ = 0;
-  int bitcnt_ = 0;
-  std::string origin_;
-};
-
 }  // namespace detail
 
 /// The tokenizer. Holds the merges; immutable after construction except for a
@@ -1232,6 +1027,8 @@ class Tokenizer {
   static constexpr int32_t kEndOfText = 49407;
   /// The reference reads lines 2..48895 of bpe_simple_vocab_16e6.txt: 48894 merges.
   static constexpr size_t kMaxMerges = 49152 - 256 - 2;
+  /// A gzipped vocabulary may not decompress to more than this (CLIP's is 1.36 MB).
+  static constexpr size_t kMaxVocabBytes = size_t(256) << 20;
 
   /// Builds from the text of a merges file: the first line is a header (ignored), then one
   /// merge per line, two symbols separated by whitespace, at most kMaxMerges of them (any
@@ -1249,8 +1046,10 @@ class Tokenizer {
     std::string data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     if (f.bad()) throw IOError(cat("tokenizer: cannot read vocabulary file ", path));
     if (data.size() >= 2 && static_cast<unsigned char>(data[0]) == 0x1F && static_cast<unsigned char>(data[1]) == 0x8B) {
-      detail::Inflater inf(reinterpret_cast<const unsigned char*>(data.data()), data.size(), path);
-      data = inf.gunzip();
+      const std::vector<uint8_t> text =
+          io::gunzip(reinterpret_cast<const uint8_t*>(data.data()), data.size(), cat("tokenizer: ", path),
+                     kMaxVocabBytes);
+      data.assign(text.begin(), text.end());
     }
     return Tokenizer(data, path);
   }
