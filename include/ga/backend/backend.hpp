@@ -11,6 +11,7 @@
 // unless a kernel says otherwise. Kernels validate data-dependent input themselves
 // (index ranges) and throw ga::IndexError naming the op.
 #pragma once
+#include <atomic>
 #include <memory>
 
 #include "../core/core.hpp"
@@ -43,6 +44,25 @@ struct Window2d {
   int64_t out_h(int64_t h) const { return (h + 2 * ph - kh) / sh + 1; }
   int64_t out_w(int64_t w) const { return (w + 2 * pw - kw) / sw + 1; }
 };
+
+/// How a mixed product (a bf16 or f16 operand; see Backend::matmul) treats its f32 and f16
+/// operands. Each is split into bf16 terms, t0 = bf16(x), t1 = bf16(x - t0), ..., and the
+/// partial products of terms i and j with i + j < n are summed in f32, where n is 1, 2 or 3
+/// below. bf16 operands are one exact term. The same trade as PyTorch's
+/// torch.set_float32_matmul_precision, named alike.
+enum class MixedPrecision {
+  Medium = 1,   // operands rounded to bf16 (relative error about 2^-9 each); one pass, fastest
+  High = 2,     // two terms (about 2^-17); up to three passes
+  Highest = 3,  // exact for |values| in [2^-100, 2^127] up to f32 accumulation: f32 = three
+                // terms, f16 = two; up to five passes (the default)
+};
+
+namespace detail {
+inline std::atomic<MixedPrecision>& mixed_precision_setting() {
+  static std::atomic<MixedPrecision> p{MixedPrecision::Highest};
+  return p;
+}
+}  // namespace detail
 
 class Backend {
  public:
@@ -77,7 +97,10 @@ class Backend {
 
   // ---- linear algebra ----
   /// out[i] = a[i] @ b[i] for a [B, M, K], b [B, K, N], out [B, M, N]. a and b may have any
-  /// strides (batch stride 0 for broadcast); out contiguous. Float dtypes, all the same.
+  /// strides (batch stride 0 for broadcast); out contiguous. Float dtypes, all the same; or
+  /// the mixed product for weights kept in bf16/f16: out f32, a and b each f32, bf16 or f16
+  /// (not both f32), computed in bf16 arithmetic with f32 accumulation to the precision
+  /// mixed_matmul_precision() names at the time of the call (see MixedPrecision).
   virtual void matmul(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
 
   // ---- neural-network kernels (inputs contiguous unless stated) ----
@@ -114,6 +137,18 @@ class Backend {
   /// out[..idx[..i..] at dim..] += src[..i..]; idx and src have the same shape.
   virtual void scatter_add(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) = 0;
 };
+
+}  // namespace ga::backend
+
+namespace ga {
+/// Sets the precision of mixed products (f32 or f16 with bf16 weights; see
+/// backend::MixedPrecision) for every thread, from now on.
+inline void set_mixed_matmul_precision(backend::MixedPrecision p) { backend::detail::mixed_precision_setting() = p; }
+/// The precision mixed products use now (Highest unless set).
+inline backend::MixedPrecision mixed_matmul_precision() { return backend::detail::mixed_precision_setting(); }
+}  // namespace ga
+
+namespace ga::backend {
 
 /// The backend for a device. Throws DeviceError when that device is not compiled in.
 Backend& get(Device d);

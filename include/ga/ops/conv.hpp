@@ -48,12 +48,12 @@ inline void check_window(const char* op, const Tensor& x, int64_t kh, int64_t kw
 
 /// 2-D cross-correlation (PyTorch's conv2d, groups = 1) of x [N, C, H, W] with
 /// w [O, C, kh, kw], plus b [O] when defined: y [N, O, OH, OW] with
-/// OH = (H + 2 padding[0] - kh) / stride[0] + 1 (likewise OW). One float dtype, one device.
+/// OH = (H + 2 padding[0] - kh) / stride[0] + 1 (likewise OW). One float dtype, one device;
+/// or x f32 with w (and b) bf16 or f16, computed as ops::product_dtype describes, giving f32.
 inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(), std::array<int64_t, 2> stride = {1, 1},
                      std::array<int64_t, 2> padding = {0, 0}) {
   ops::check_float("conv2d", x);
-  ops::check_float("conv2d", w);
-  ops::check_same_dtype("conv2d", x, w);
+  const DType yt = ops::product_dtype("conv2d", x, w);
   ops::check_same_device("conv2d", x, w);
   GA_CHECK(x.dim() == 4, ShapeError, "conv2d: input must be 4-d [N, C, H, W], got ", shape_str(x.shape()));
   GA_CHECK(w.dim() == 4, ShapeError, "conv2d: weight must be 4-d [O, C, kh, kw], got ", shape_str(w.shape()));
@@ -63,7 +63,7 @@ inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t O = w.size(0), kh = w.size(2), kw = w.size(3);
   if (b.defined()) {
-    ops::check_same_dtype("conv2d", x, b);
+    if (!ops::is_low_precision(b.dtype()) || b.dtype() != w.dtype()) ops::check_same_dtype("conv2d", x, b);
     ops::check_same_device("conv2d", x, b);
     GA_CHECK(b.dim() == 1 && b.size(0) == O, ShapeError, "conv2d: bias ", shape_str(b.shape()),
              " does not match the weight's ", O, " output channels (weight ", shape_str(w.shape()), ")");
@@ -74,7 +74,7 @@ inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(
 
   const Tensor xc = x.detach().contiguous();
   const Tensor wm = w.detach().reshape({O, CKK});
-  Tensor y = empty({N, O, OH, OW}, x.dtype(), x.device());
+  Tensor y = empty({N, O, OH, OW}, yt, x.device());
   const int64_t chunk = ops::conv_chunk(N, CKK * P);
   for (int64_t n0 = 0; n0 < N && y.numel() > 0; n0 += chunk) {
     const int64_t B = std::min(chunk, N - n0);
@@ -83,7 +83,9 @@ inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(
                           y.narrow(0, n0, B).view({B, O, P}));
   }
   if (b.defined() && y.numel() > 0)
-    backend::of(y).binary(backend::BinaryOp::Add, y, b.detach().reshape({1, O, 1, 1}).expand(y.shape()), y);
+    backend::of(y).binary(backend::BinaryOp::Add, y,
+                          (b.dtype() == yt ? b.detach() : b.detach().to(yt)).reshape({1, O, 1, 1}).expand(y.shape()),
+                          y);
 
   return autograd::record("conv2d", {x, w, b}, y, [xc, wm, g, ws = w.shape()](const Tensor& gy, const ops::Needs& n) {
     const int64_t N = xc.size(0), C = xc.size(1), H = xc.size(2), W = xc.size(3);

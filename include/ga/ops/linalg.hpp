@@ -9,6 +9,32 @@ namespace ops {
 GA_REGISTER_OP(matmul, "linalg")
 GA_REGISTER_OP(linear, "linalg")
 
+/// Whether dt is a storage-only dtype that products accept as a weight (bf16, f16).
+inline bool is_low_precision(DType dt) { return dt == DType::bf16 || dt == DType::f16; }
+
+/// Checks the operand dtypes of a product (matmul, linear, conv2d) and returns the result's:
+/// both f32 or both f64 give that dtype; f32 with bf16 or f16 (either side) gives f32, the
+/// mixed product (bf16 arithmetic, f32 accumulation, as exact as ga::mixed_matmul_precision()
+/// asks: exact by default; see backend::MixedPrecision). The bf16/f16 operand cannot require
+/// a gradient (no bf16 or f16 tensor can); gradients flow to the f32 one, through mixed
+/// products again.
+inline DType product_dtype(const char* op, const Tensor& a, const Tensor& b) {
+  check_defined(op, a);
+  check_defined(op, b);
+  if (is_low_precision(a.dtype()) || is_low_precision(b.dtype())) {
+    const bool a_low = is_low_precision(a.dtype());
+    const Tensor& other = a_low ? b : a;
+    GA_CHECK(other.dtype() == DType::f32, DTypeError, op, ": a ", dtype_name(a_low ? a.dtype() : b.dtype()),
+             " operand multiplies only an f32 one, got ", dtype_name(a.dtype()), " and ", dtype_name(b.dtype()),
+             " (convert one of them with .to(ga::f32))");
+    return DType::f32;
+  }
+  check_float(op, a);
+  check_float(op, b);
+  check_same_dtype(op, a, b);
+  return a.dtype();
+}
+
 /// Collapses the batch dims of t [batch..., r, c] into one, as a view when the batch
 /// dims are laid out uniformly (including stride-0 broadcast), else through a copy.
 inline Tensor as_batch3(const Tensor& t) {
@@ -49,7 +75,7 @@ inline Tensor matmul_nd(const Tensor& a, const Tensor& b) {
   os.insert(os.end(), {M, N});
   Tensor a3 = as_batch3(a.detach().expand(as));
   Tensor b3 = as_batch3(b.detach().expand(bs));
-  Tensor out = empty(os, a.dtype(), a.device());
+  Tensor out = empty(os, product_dtype("matmul", a, b), a.device());
   const int64_t B = numel_of(batch);
   backend::of(a).matmul(a3, b3, out.view({B, M, N}));
   return autograd::record("matmul", {a, b}, out, [a = a.detach(), b = b.detach()](const Tensor& g, const Needs& n) {
@@ -61,11 +87,10 @@ inline Tensor matmul_nd(const Tensor& a, const Tensor& b) {
 
 /// Matrix product with torch.matmul's rules: 1-d @ 1-d is a dot product; a 1-d left
 /// operand is a row, a 1-d right operand a column (and that dim is removed); other
-/// leading dims broadcast. Float dtypes, the same for both.
+/// leading dims broadcast. Both f32 or both f64; or f32 with a bf16/f16 operand (weights
+/// kept as stored) on either side, giving f32 (ops::product_dtype says how it is computed).
 inline Tensor matmul(const Tensor& a, const Tensor& b) {
-  ops::check_float("matmul", a);
-  ops::check_float("matmul", b);
-  ops::check_same_dtype("matmul", a, b);
+  ops::product_dtype("matmul", a, b);
   ops::check_same_device("matmul", a, b);
   GA_CHECK(a.dim() >= 1 && b.dim() >= 1, ShapeError, "matmul: 0-d operand (", shape_str(a.shape()), " and ",
            shape_str(b.shape()), ")");
@@ -81,16 +106,17 @@ inline Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 /// x [..., in] @ w[out, in]^T + b[out] (b optional). The weight is used transposed in
-/// place (no copy).
+/// place (no copy). x, w and b share one float dtype; or x is f32 and w (and b) bf16 or
+/// f16, computed as ops::product_dtype describes, giving f32.
 inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor()) {
   ops::check_float("linear", x);
-  ops::check_float("linear", w);
-  ops::check_same_dtype("linear", x, w);
+  const DType yt = ops::product_dtype("linear", x, w);
+  ops::check_same_device("linear", x, w);
   GA_CHECK(w.dim() == 2, ShapeError, "linear: weight must be 2-d [out, in], got ", shape_str(w.shape()));
   GA_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), ShapeError, "linear: input ", shape_str(x.shape()),
            " does not end in the weight's in-features ", w.size(1), " (weight ", shape_str(w.shape()), ")");
   if (b.defined()) {
-    ops::check_same_dtype("linear", x, b);
+    if (!ops::is_low_precision(b.dtype()) || b.dtype() != w.dtype()) ops::check_same_dtype("linear", x, b);
     GA_CHECK(b.dim() == 1 && b.size(0) == w.size(0), ShapeError, "linear: bias ", shape_str(b.shape()),
              " does not match out-features ", w.size(0));
   }
@@ -98,9 +124,11 @@ inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(
   Shape os = x.shape();
   os.back() = outf;
   Tensor x2 = x.detach().reshape({-1, in});
-  Tensor y = empty({x2.size(0), outf}, x.dtype(), x.device());
+  Tensor y = empty({x2.size(0), outf}, yt, x.device());
   backend::of(x).matmul(x2.unsqueeze(0), w.detach().t().unsqueeze(0), y.unsqueeze(0));
-  if (b.defined()) ops::inplace_binary("linear", backend::BinaryOp::Add, y, b.detach().expand(y.shape()));
+  if (b.defined())
+    ops::inplace_binary("linear", backend::BinaryOp::Add, y,
+                        (b.dtype() == yt ? b.detach() : b.detach().to(yt)).expand(y.shape()));
   y = y.view(os);
   return autograd::record("linear", {x, w, b}, y,
                           [x2, w = w.detach(), in, xs = x.shape()](const Tensor& g, const ops::Needs& n) {

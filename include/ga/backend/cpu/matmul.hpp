@@ -1,9 +1,11 @@
 // CPU kernel: batched matrix product through Eigen's GEMM, mapping our strided
-// buffers in place (row- or column-major) so the common cases copy nothing.
+// buffers in place (row- or column-major) so the common cases copy nothing. Products
+// with a bf16 or f16 operand go to the reduced-precision kernels of gemm_bf16.hpp.
 #pragma once
 #include <Eigen/Core>
 
 #include "cpu_backend.hpp"
+#include "gemm_bf16.hpp"
 
 #if GA_EMIT_CPU_KERNELS
 namespace ga::backend::cpu {
@@ -49,6 +51,14 @@ inline void gemm_one(const T* a, const Shape& as, const T* b, const Shape& bs, T
 
 GA_CPU_KERNEL void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
   const int64_t B = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
+  if (a.dtype() != out.dtype() || b.dtype() != out.dtype()) {
+    auto storable = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; };
+    GA_CHECK(out.dtype() == DType::f32 && storable(a.dtype()) && storable(b.dtype()), DTypeError,
+             "matmul: no kernel for ", dtype_name(a.dtype()), " @ ", dtype_name(b.dtype()), " -> ",
+             dtype_name(out.dtype()), " (mixed products take f32, bf16 or f16 operands into f32)");
+    bf16_gemm::matmul(a, b, out);
+    return;
+  }
   GA_DISPATCH_FLOAT(a.dtype(), "matmul", {
     using T = scalar_t;
     const T* ap = static_cast<const T*>(a.raw_data());

@@ -1,0 +1,208 @@
+// CLIP towers on random weights of the real size (issue 3, points 5 and 8): Model::load from
+// a warm page cache, encode_image at batch 1 and 16 (ViT-B/32, RN50; batch 1 for the big
+// models), encode_text at batch 64 on real prompts, and the f32 matrix product at every
+// shape the towers use, ours (ga::matmul / ga::linear) and OpenBLAS's sgemm in the same run:
+// the faster of the two at each shape makes the ceiling (bench/clip_report.py sums it up).
+//
+//   GA_CLIP_BENCH_CACHE=build/clip_bench_cache ./build/bench/bench_clip --benchmark_format=json
+//
+// Environment: GA_BENCH_THREADS (2), GA_CLIP_BENCH_MODELS (default
+// "ViT-B/32,RN50,RN50x4,ViT-L/14@336px"), GA_CLIP_BENCH_CACHE (where model files are written
+// once), GA_CLIP_VOCAB (default ../shared/clip/bpe_simple_vocab_16e6.txt.gz),
+// GA_CLIP_BENCH_MIN_TIME (seconds per tower figure, 3), GA_CLIP_GEMM_MIN_TIME (0.3),
+// GA_CLIP_BENCH_GEMM (0 skips the GEMM ceiling benchmarks).
+// Normally run by bench/run_clip_bench.sh together with the PyTorch peer.
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include <ga/clip/model.hpp>
+
+#include "clip_bench_common.hpp"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace {
+
+using namespace clipbench;
+
+double env_double(const char* name, double dflt) {
+  const char* s = std::getenv(name);
+  return s && *s ? std::atof(s) : dflt;
+}
+
+// One loaded model per name, shared by the benchmarks (loading is measured separately).
+std::map<std::string, std::shared_ptr<ga::clip::Model>>& models() {
+  static std::map<std::string, std::shared_ptr<ga::clip::Model>> m;
+  return m;
+}
+
+const ga::clip::Model& model(const std::string& name) {
+  auto& m = models()[name];
+  if (!m) m = std::make_shared<ga::clip::Model>(ga::clip::Model::load(ensure_model_file(spec(name))));
+  return *m;
+}
+
+void require_finite(const ga::Tensor& t, const std::string& what) {
+  for (float v : t.contiguous().to_vector<float>())
+    GA_CHECK(std::isfinite(v), ga::ValueError, what, ": non-finite output; the timing would mean nothing");
+}
+
+// ---- towers ----
+
+void bench_load(benchmark::State& st, std::string name) {
+  const std::string path = ensure_model_file(spec(name));
+  { auto warm = ga::clip::Model::load(path); }  // page cache and block cache warm
+  for (auto _ : st) {
+    auto m = ga::clip::Model::load(path);
+    benchmark::DoNotOptimize(&m);
+  }
+}
+
+void bench_image(benchmark::State& st, std::string name, int64_t batch) {
+  const ModelSpec& s = spec(name);
+  const auto& m = model(name);
+  ga::Generator g(7);
+  const int64_t R = s.cfg.image_resolution;
+  const ga::Tensor x = ga::randn({batch, 3, R, R}, g);
+  require_finite(m.encode_image(x), name + " encode_image");  // also the warm-up
+  for (auto _ : st) benchmark::DoNotOptimize(m.encode_image(x).raw_data());
+  st.counters["images/s"] = benchmark::Counter(double(batch), benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(double(batch) * s.image_gflops, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void bench_text(benchmark::State& st, std::string name, bool full_length) {
+  const auto& m = model(name);
+  const ga::Tensor tokens = m.tokenize(prompts(64));
+  require_finite(m.encode_text(tokens, nullptr, full_length), name + " encode_text");
+  for (auto _ : st) benchmark::DoNotOptimize(m.encode_text(tokens, nullptr, full_length).raw_data());
+  st.counters["texts/s"] = benchmark::Counter(64.0, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// ---- matrix products at the towers' shapes ----
+
+/// Positions the text tower needs for the 64 prompts: the last EOT (largest id) + 1.
+int64_t prompts_length(const ga::clip::Model& m) {
+  const ga::Tensor t = m.tokenize(prompts(64));
+  const std::vector<int64_t> ids = t.to_vector<int64_t>();
+  const int64_t L = t.size(1);
+  int64_t len = 0;
+  for (int64_t n = 0; n < t.size(0); ++n) {
+    int64_t best = 0;
+    for (int64_t i = 0; i < L; ++i)
+      if (ids[size_t(n * L + i)] > ids[size_t(n * L + best)]) best = i;
+    len = std::max(len, best + 1);
+  }
+  return len;
+}
+
+void set_gemm_counters(benchmark::State& st, const Gemm& g) {
+  st.counters["GFLOP/s"] = benchmark::Counter(g.flops() * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["flop"] = g.flops();
+  st.counters["count"] = double(g.count);
+  st.SetLabel(ga::cat("batch=", g.batch, " M=", g.M, " K=", g.K, " N=", g.N));
+}
+
+void bench_gemm_ga(benchmark::State& st, Gemm g) {
+  ga::Generator gen(11);
+  ga::NoGradGuard ng;
+  if (g.kind == GemmKind::Linear) {  // as ga::linear calls it: the weight used transposed in place
+    const ga::Tensor x = ga::randn({g.M, g.K}, gen), w = ga::randn({g.N, g.K}, gen);
+    for (auto _ : st) benchmark::DoNotOptimize(ga::linear(x, w).raw_data());
+  } else if (g.kind == GemmKind::Conv) {
+    const ga::Tensor w = ga::randn({g.M, g.K}, gen), cols = ga::randn({g.K, g.N}, gen);
+    for (auto _ : st) benchmark::DoNotOptimize(ga::matmul(w, cols).raw_data());
+  } else {  // per-head products, batched; b given as a transposed view like q @ k^T
+    const ga::Tensor a = ga::randn({g.batch, g.M, g.K}, gen), b = ga::randn({g.batch, g.N, g.K}, gen);
+    const ga::Tensor bt = b.transpose(1, 2);
+    for (auto _ : st) benchmark::DoNotOptimize(ga::matmul(a, bt).raw_data());
+  }
+  set_gemm_counters(st, g);
+}
+
+void bench_gemm_openblas(benchmark::State& st, Gemm g) {
+  const int M = int(g.M), K = int(g.K), N = int(g.N);
+  std::vector<float> a(size_t(g.batch) * M * K, 0.5f), b(size_t(g.batch) * K * N, 0.25f), c(size_t(g.batch) * M * N);
+  for (auto _ : st) {
+    if (g.kind == GemmKind::Linear) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a.data(), K, b.data(), K, 0.0f, c.data(), N);
+    } else if (g.kind == GemmKind::Conv) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, c.data(),
+                  N);
+    } else {
+      for (int64_t i = 0; i < g.batch; ++i)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a.data() + i * M * K, K,
+                    b.data() + i * K * N, K, 0.0f, c.data() + i * M * N, N);
+    }
+    benchmark::DoNotOptimize(c.data());
+  }
+  set_gemm_counters(st, g);
+}
+
+void register_gemms(const std::string& tower, const std::vector<Gemm>& gemms, double min_time) {
+  for (size_t i = 0; i < gemms.size(); ++i) {
+    const Gemm& g = gemms[i];
+    const std::string base = "gemm/" + tower + "/" + std::to_string(i) + ":" + g.label + "/";
+    benchmark::RegisterBenchmark((base + "ga").c_str(), bench_gemm_ga, g)
+        ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(min_time);
+    benchmark::RegisterBenchmark((base + "openblas").c_str(), bench_gemm_openblas, g)
+        ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(min_time);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ga::set_num_threads(bench_threads());
+  openblas_set_num_threads(bench_threads());
+  benchmark::Initialize(&argc, argv);
+
+  const double tmin = env_double("GA_CLIP_BENCH_MIN_TIME", 3.0);
+  const double gmin = env_double("GA_CLIP_GEMM_MIN_TIME", 0.3);
+  const std::vector<std::string> names = selected_models();
+  for (const std::string& name : names) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ensure_model_file(spec(name));
+    std::fprintf(stderr, "clip bench: %s model file ready (%.1f s)\n", name.c_str(),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  for (const std::string& name : names) {
+    const ModelSpec& s = spec(name);
+    const std::string tag = file_tag(name);
+    benchmark::RegisterBenchmark(("clip_load/" + tag).c_str(), bench_load, name)
+        ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(1.0);
+    for (int64_t b : s.full ? std::vector<int64_t>{1, 16} : std::vector<int64_t>{1})
+      benchmark::RegisterBenchmark(("clip_image/" + tag + "/" + std::to_string(b)).c_str(), bench_image, name, b)
+          ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(tmin);
+    if (s.full) {
+      benchmark::RegisterBenchmark(("clip_text/" + tag + "/64").c_str(), bench_text, name, false)
+          ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(tmin);
+      benchmark::RegisterBenchmark(("clip_text_full/" + tag + "/64").c_str(), bench_text, name, true)
+          ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(tmin);
+    }
+  }
+  if (env_double("GA_CLIP_BENCH_GEMM", 1) != 0) {
+    std::vector<int64_t> text_widths_done;  // RN50's and ViT-B/32's text towers are the same
+    for (const std::string& name : names) {
+      const ModelSpec& s = spec(name);
+      if (!s.full) continue;
+      const std::string tag = file_tag(name);
+      for (int64_t b : {1, 16}) register_gemms(tag + ".image.b" + std::to_string(b), image_gemms(s.cfg, b), gmin);
+      const int64_t w = s.cfg.transformer_width;
+      if (std::find(text_widths_done.begin(), text_widths_done.end(), w) != text_widths_done.end()) continue;
+      text_widths_done.push_back(w);
+      // The text tower at full length and at the prompts' length (last EOT position + 1).
+      const int64_t L = prompts_length(model(name));
+      register_gemms(tag + ".text.L77", text_gemms(s.cfg, 64, 77), gmin);
+      register_gemms(tag + ".text.L" + std::to_string(L), text_gemms(s.cfg, 64, L), gmin);
+    }
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

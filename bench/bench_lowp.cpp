@@ -1,0 +1,150 @@
+// Mixed products (f32 activations with bf16/f16 weights, f32 accumulation) at the CLIP
+// towers' shapes, against our f32 product and OpenBLAS's sgemm in the same binary. Each
+// bf16 kernel the machine runs is measured separately (AMX, AVX512-BF16, and the portable
+// reference that converts to f32 for Eigen), at precision Medium (activations rounded to
+// bf16; the last argument 1) and Highest (exact; 3). Threads: GA_BENCH_THREADS (default 2).
+//
+//   ./build/bench/bench_lowp --benchmark_counters_tabular=true
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <array>
+#include <cstdlib>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include <ga/ga.hpp>
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace {
+
+using ga::backend::cpu::Bf16Kernel;
+
+int bench_threads() {
+  const char* s = std::getenv("GA_BENCH_THREADS");
+  return s ? std::atoi(s) : 2;
+}
+
+const bool kThreadsSet = [] {
+  ga::set_num_threads(bench_threads());
+  openblas_set_num_threads(bench_threads());
+  return true;
+}();
+
+void set_flops(benchmark::State& st, double flops_per_iter) {
+  st.counters["GFLOP/s"] = benchmark::Counter(flops_per_iter * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// ---- linear layers: y [M, N] = x [M, K] @ w [N, K]^T ----
+// Args {M, K, N}: ViT-B/32 at batch 16 (M = 16 * 50 tokens) and batch 1, and the text
+// transformer at batch 64 (M = 64 * 77): attention in-projection, out-projection, MLP.
+
+void shapes_at(benchmark::internal::Benchmark* b, std::initializer_list<int64_t> precisions) {
+  for (int64_t p : precisions) {
+    for (int64_t m : {800, 50})
+      for (auto kn : {std::pair<int64_t, int64_t>{768, 2304}, {768, 768}, {768, 3072}, {3072, 768}})
+        b->Args({m, kn.first, kn.second, p});
+    for (auto kn : {std::pair<int64_t, int64_t>{512, 1536}, {512, 512}, {512, 2048}, {2048, 512}})
+      b->Args({64 * 77, kn.first, kn.second, p});
+  }
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+void linear_shapes(benchmark::internal::Benchmark* b) { shapes_at(b, {0}); }
+void linear_shapes_fast(benchmark::internal::Benchmark* b) { shapes_at(b, {1}); }
+void linear_shapes_both(benchmark::internal::Benchmark* b) { shapes_at(b, {1, 3}); }
+
+void BM_linear_f32_ga(benchmark::State& st) {
+  const int64_t M = st.range(0), K = st.range(1), N = st.range(2);
+  ga::Generator g(1);
+  const ga::Tensor x = ga::randn({M, K}, g), w = ga::randn({N, K}, g);
+  ga::NoGradGuard ng;
+  for (auto _ : st) benchmark::DoNotOptimize(ga::linear(x, w).raw_data());
+  set_flops(st, 2.0 * M * N * K);
+}
+
+void BM_linear_f32_openblas(benchmark::State& st) {
+  const int M = int(st.range(0)), K = int(st.range(1)), N = int(st.range(2));
+  std::vector<float> x(size_t(M) * K, 0.5f), w(size_t(N) * K, 0.25f), y(size_t(M) * N);
+  for (auto _ : st) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x.data(), K, w.data(), K, 0.0f, y.data(), N);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_flops(st, 2.0 * M * N * K);
+}
+
+/// Runs `body` under bf16 kernel k at precision p (1, 2, 3), or skips the case when the
+/// machine cannot run k; restores the defaults after.
+template <class F>
+void with_kernel(benchmark::State& st, Bf16Kernel k, int64_t p, const F& body) {
+  if (!ga::backend::cpu::bf16_kernel_supported(k)) {
+    st.SkipWithError((std::string(ga::backend::cpu::bf16_kernel_name(k)) + " not supported here").c_str());
+    return;
+  }
+  ga::backend::cpu::set_bf16_kernel(k);
+  ga::set_mixed_matmul_precision(static_cast<ga::backend::MixedPrecision>(p));
+  body();
+  ga::backend::cpu::set_bf16_kernel(Bf16Kernel::Auto);
+  ga::set_mixed_matmul_precision(ga::backend::MixedPrecision::Highest);
+}
+
+void linear_mixed(benchmark::State& st, ga::DType wt, Bf16Kernel k) {
+  const int64_t M = st.range(0), K = st.range(1), N = st.range(2);
+  ga::Generator g(1);
+  const ga::Tensor x = ga::randn({M, K}, g), w = ga::randn({N, K}, g).to(wt);
+  ga::NoGradGuard ng;
+  with_kernel(st, k, st.range(3), [&] {
+    for (auto _ : st) benchmark::DoNotOptimize(ga::linear(x, w).raw_data());
+  });
+  set_flops(st, 2.0 * M * N * K);
+}
+void BM_linear_bf16_amx(benchmark::State& st) { linear_mixed(st, ga::bf16, Bf16Kernel::Amx); }
+void BM_linear_f16_amx(benchmark::State& st) { linear_mixed(st, ga::f16, Bf16Kernel::Amx); }
+void BM_linear_bf16_avx512bf16(benchmark::State& st) { linear_mixed(st, ga::bf16, Bf16Kernel::Avx512Bf16); }
+void BM_linear_bf16_reference(benchmark::State& st) { linear_mixed(st, ga::bf16, Bf16Kernel::Reference); }
+
+BENCHMARK(BM_linear_f32_ga)->Apply(linear_shapes);
+BENCHMARK(BM_linear_f32_openblas)->Apply(linear_shapes);
+BENCHMARK(BM_linear_bf16_amx)->Apply(linear_shapes_both);
+BENCHMARK(BM_linear_f16_amx)->Apply(linear_shapes_both);
+BENCHMARK(BM_linear_bf16_avx512bf16)->Apply(linear_shapes_fast);
+BENCHMARK(BM_linear_bf16_reference)->Apply(linear_shapes_fast);
+
+// ---- convolutions of CLIP's ResNet-50 at batch 16: f32 weights vs bf16 weights ----
+// Args {C, HW, O, k}: the stem's 3x3 at 112x112, bottleneck 3x3 and 1x1 convs per stage.
+
+void conv_shapes_at(benchmark::internal::Benchmark* b, std::initializer_list<int64_t> precisions) {
+  for (int64_t p : precisions)
+    for (auto a : {std::array<int64_t, 4>{32, 112, 32, 3}, {64, 56, 64, 3}, {256, 56, 64, 1}, {64, 56, 256, 1},
+                   {128, 28, 128, 3}, {256, 14, 256, 3}, {512, 7, 512, 3}, {512, 7, 2048, 1}})
+      b->Args({a[0], a[1], a[2], a[3], p});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+void conv_shapes(benchmark::internal::Benchmark* b) { conv_shapes_at(b, {0}); }
+void conv_shapes_fast(benchmark::internal::Benchmark* b) { conv_shapes_at(b, {1}); }
+void conv_shapes_both(benchmark::internal::Benchmark* b) { conv_shapes_at(b, {1, 3}); }
+
+void conv(benchmark::State& st, ga::DType wt, Bf16Kernel k) {
+  const int64_t c = st.range(0), hw = st.range(1), o = st.range(2), ks = st.range(3), n = 16;
+  ga::Generator g(6);
+  const ga::Tensor x = ga::randn({n, c, hw, hw}, g), w = ga::randn({o, c, ks, ks}, g).to(wt);
+  ga::NoGradGuard ng;
+  auto body = [&] {
+    for (auto _ : st) benchmark::DoNotOptimize(ga::conv2d(x, w, {}, {1, 1}, {ks / 2, ks / 2}).raw_data());
+  };
+  if (wt == ga::f32) body();
+  else with_kernel(st, k, st.range(4), body);
+  set_flops(st, 2.0 * n * o * c * ks * ks * hw * hw);
+}
+void BM_conv2d_f32_ga(benchmark::State& st) { conv(st, ga::f32, Bf16Kernel::Auto); }
+void BM_conv2d_bf16_amx(benchmark::State& st) { conv(st, ga::bf16, Bf16Kernel::Amx); }
+void BM_conv2d_bf16_avx512bf16(benchmark::State& st) { conv(st, ga::bf16, Bf16Kernel::Avx512Bf16); }
+
+BENCHMARK(BM_conv2d_f32_ga)->Apply(conv_shapes);
+BENCHMARK(BM_conv2d_bf16_amx)->Apply(conv_shapes_both);
+BENCHMARK(BM_conv2d_bf16_avx512bf16)->Apply(conv_shapes_fast);
+
+}  // namespace
+
+BENCHMARK_MAIN();

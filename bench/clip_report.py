@@ -1,0 +1,270 @@
+#!/usr/bin/python3
+"""Turns one run of bench/run_clip_bench.sh into a Markdown report: ours vs PyTorch, the image
+towers against the matrix-product ceiling, memory and load time, the goals of issue 3 point 8
+with pass/miss, the load the machine was under, and the per-kernel profiles.
+
+    /usr/bin/python3 bench/clip_report.py OUT_DIR > OUT_DIR/report.md
+
+Reads OUT_DIR/{machine.txt, load.jsonl, torch.jsonl, ga_bench_*.json, ga_tool.jsonl}.
+
+The ceiling (per image tower and batch): at every matrix-product shape the tower performs
+(bench/clip_bench_common.hpp: image_gemms, the nominal work of docs/clip.md's FLOP counts),
+the faster of ours and OpenBLAS's sgemm; the ceiling rate is the total FLOPs over the summed
+time those products would take at those rates. A tower's fraction of the ceiling is its
+nominal GFLOP per image (ViT-B/32 8.8, RN50 12.2) times images/s over that rate.
+"""
+import json
+import os
+import sys
+
+GOAL_CEILING = 0.90
+GOAL_TEXT = 4.0
+GOAL_MEMORY = 1.3
+GOAL_LOAD = 0.1
+NOMINAL_GFLOPS = {"ViT-B/32": 8.8, "RN50": 12.2, "RN50x4": 42.6, "ViT-L/14@336px": 381.9, "RN101": 19.5,
+                  "RN50x16": 149.4, "RN50x64": 529.1, "ViT-B/16": 35.1, "ViT-L/14": 162.0}
+
+
+def tag(name):
+    return name.replace("/", "-").replace("@", "-")
+
+
+def untag(t):
+    for n in NOMINAL_GFLOPS:
+        if tag(n) == t:
+            return n
+    return t
+
+
+def read_jsonl(path):
+    out = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    out.append(json.loads(line))
+    return out
+
+
+def seconds(b):
+    unit = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[b.get("time_unit", "ns")]
+    return b["real_time"] * unit
+
+
+def fmt(x, nd=1):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def ratio(a, b, nd=2):
+    return "-" if a is None or b is None or b == 0 else f"{a / b:.{nd}f}x"
+
+
+def mark(ok):
+    return "-" if ok is None else ("**pass**" if ok else "**MISS**")
+
+
+def main():
+    out_dir = sys.argv[1]
+    machine = open(os.path.join(out_dir, "machine.txt")).read() if os.path.exists(
+        os.path.join(out_dir, "machine.txt")) else ""
+    load = read_jsonl(os.path.join(out_dir, "load.jsonl"))
+    torch = read_jsonl(os.path.join(out_dir, "torch.jsonl"))
+    tool = read_jsonl(os.path.join(out_dir, "ga_tool.jsonl"))
+    bench = []
+    for fn in sorted(os.listdir(out_dir)):
+        if fn.startswith("ga_bench") and fn.endswith(".json"):
+            bench += [b for b in json.load(open(os.path.join(out_dir, fn)))["benchmarks"]
+                      if b.get("run_type", "iteration") == "iteration"]
+
+    # ---- collect ----
+    t_img, t_text, t_load, t_mem, env = {}, {}, {}, {}, {}
+    for r in torch:
+        if r.get("metric") == "environment":
+            env = r
+        elif r.get("metric") == "encode_image":
+            t_img[(r["model"], r["batch"])] = r["per_second"]
+        elif r.get("metric") == "encode_text":
+            t_text[r["model"]] = r
+        elif r.get("metric") == "load":
+            t_load[r["model"]] = r["seconds"]
+        elif r.get("metric") == "peak_rss":
+            t_mem[r["model"]] = r
+    g_img, g_text, g_text_full, g_load = {}, {}, {}, {}
+    gemm = {}  # tower -> shape index -> {"ga": rate, "openblas": rate, "flop", "count", "label"}
+    for b in bench:
+        parts = b["name"].split("/")
+        kind = parts[0]
+        if kind == "clip_image":
+            g_img[(untag(parts[1]), int(parts[2]))] = int(parts[2]) / seconds(b)
+        elif kind == "clip_text":
+            g_text[untag(parts[1])] = 64 / seconds(b)
+        elif kind == "clip_text_full":
+            g_text_full[untag(parts[1])] = 64 / seconds(b)
+        elif kind == "clip_load":
+            g_load[untag(parts[1])] = seconds(b)
+        elif kind == "gemm":
+            tower, shape, impl = parts[1], parts[2], parts[3]
+            e = gemm.setdefault(tower, {}).setdefault(shape, {"flop": b["flop"], "count": b["count"],
+                                                              "label": b.get("label", "")})
+            e[impl] = b["flop"] / seconds(b)
+    g_mem = {r["model"]: r for r in tool if r.get("metric") == "peak_rss"}
+    profiles = {}
+    for r in tool:
+        if r.get("metric") == "profile":
+            profiles.setdefault((r["model"], r["what"], r["batch"]), []).append(r)
+
+    def ceiling(tower):
+        shapes = gemm.get(tower)
+        if not shapes:
+            return None
+        total = t_best = t_ga = t_blas = 0.0
+        for e in shapes.values():
+            f = e["flop"] * e["count"]
+            total += f
+            rg, rb = e.get("ga"), e.get("openblas")
+            best = max(x for x in (rg, rb) if x)
+            t_best += f / best
+            t_ga += f / rg if rg else float("inf")
+            t_blas += f / rb if rb else float("inf")
+        return {"best": total / t_best * 1e-9, "ga": total / t_ga * 1e-9, "openblas": total / t_blas * 1e-9,
+                "gflop": total * 1e-9}
+
+    L = []
+    w = L.append
+    w("# CLIP towers vs PyTorch: one run of bench/run_clip_bench.sh\n")
+    w("```")
+    w(machine.strip())
+    if env:
+        w(f"pytorch: {env.get('torch')} threads {env.get('threads')}, BLAS {env.get('config')} "
+          f"({env.get('parallel')}), torch.mm 1024: {env.get('mm1024_gflops')} GFLOP/s")
+    w("```\n")
+
+    # ---- load conditions ----
+    worst = max((r["foreign_cores"] for r in load), default=0.0)
+    worst_la = max((float(r["loadavg_before"].split()[0]) for r in load), default=0.0)
+    high = "priority: high" in machine
+    prelim = worst > 0.1 or worst_la > 1.0 or "quick: 1" in machine
+    w("## Load during the run\n")
+    w("Cores' worth of CPU used by other processes during each phase (all busy time minus this run's), and the "
+      "1-minute load average when it started.")
+    if prelim:
+        w(f"\n**PRELIMINARY: other work used up to {worst:.2f} of the {os.cpu_count()} cores (load average up to "
+          f"{worst_la:.1f})" + (", or --quick was given" if "quick: 1" in machine else "") +
+          "; with 2 threads on 2 cores foreign load stalls OpenMP barriers and shares the caches, so these figures "
+          "are low for both sides" + (" (this run had --priority high, which keeps most of the CPU for it, "
+                                      "but not the caches)" if high else "") + ".**\n")
+    w("\n| phase | wall s | own CPU s | foreign cores | loadavg before |\n|---|---|---|---|---|")
+    for r in load:
+        w(f"| {r['phase']} | {r['wall_s']} | {r['own_cpu_s']} | {r['foreign_cores']:.2f} | {r['loadavg_before']} |")
+    w("")
+
+    # ---- throughput ----
+    w("## Throughput, f32, 2 threads\n")
+    w("| what | ours /s | PyTorch /s | ours / PyTorch |\n|---|---|---|---|")
+    for (m, b) in sorted(set(g_img) | set(t_img), key=lambda k: (list(NOMINAL_GFLOPS).index(k[0]), k[1])):
+        gi, ti = g_img.get((m, b)), t_img.get((m, b))
+        w(f"| {m} encode_image, batch {b} (images/s) | {fmt(gi, 2)} | {fmt(ti, 2)} | {ratio(gi, ti)} |")
+    for m in sorted(set(g_text) | set(t_text)):
+        tt = t_text.get(m, {}).get("per_second")
+        w(f"| {m} encode_text, 64 prompts (texts/s) | {fmt(g_text.get(m))} | {fmt(tt)} | {ratio(g_text.get(m), tt)} |")
+        if m in g_text_full:
+            w(f"| {m} encode_text, 64 prompts, all 77 positions (texts/s) | {fmt(g_text_full.get(m))} | {fmt(tt)} | "
+              f"{ratio(g_text_full.get(m), tt)} |")
+    w("")
+    if t_text:
+        eot = next(iter(t_text.values())).get("max_eot")
+        w(f"Prompts: \"a photo of a {{class}}.\" over the first 64 Food-101 classes (bench/clip_classes.txt); the "
+          f"last EOT sits at position {eot}, so our default path computes {eot + 1 if eot is not None else '?'} of "
+          "77 positions; PyTorch (OpenAI's code) computes all 77.\n")
+
+    # ---- ceiling ----
+    w("## Image towers against the matrix-product ceiling\n")
+    w("Ceiling: at each GEMM shape of the tower, the faster of ours and OpenBLAS sgemm (FLOP-weighted "
+      "harmonic mean). Tower GFLOP/s = nominal GFLOP per image x images/s.\n")
+    w("| tower | batch | ceiling GFLOP/s | (ours only / OpenBLAS only) | ours GFLOP/s | ours % of ceiling | "
+      "PyTorch GFLOP/s | PyTorch % of ceiling |\n|---|---|---|---|---|---|---|---|")
+    ceil_res = {}
+    for m in ("ViT-B/32", "RN50"):
+        for b in (1, 16):
+            c = ceiling(f"{tag(m)}.image.b{b}")
+            if not c:
+                continue
+            gi, ti = g_img.get((m, b)), t_img.get((m, b))
+            gg = gi * NOMINAL_GFLOPS[m] if gi else None
+            tg = ti * NOMINAL_GFLOPS[m] if ti else None
+            ceil_res[(m, b)] = (gg / c["best"]) if gg else None
+            w(f"| {m} | {b} | {c['best']:.1f} | {c['ga']:.1f} / {c['openblas']:.1f} | {fmt(gg)} | "
+              f"{fmt(100 * gg / c['best'] if gg else None)}% | {fmt(tg)} | {fmt(100 * tg / c['best'] if tg else None)}% |")
+    w("")
+    text_ceilings = [(t, ceiling(t)) for t in sorted(gemm) if ".text." in t]
+    if text_ceilings:
+        w("Text tower GEMM ceilings (batch 64): " + "; ".join(
+            f"{t.split('.text.')[1]}: {c['best']:.1f} GFLOP/s over {c['gflop']:.1f} GFLOP" for t, c in text_ceilings) + ".\n")
+    # The worst shapes: where ours is slowest relative to OpenBLAS.
+    rows = []
+    for tower, shapes in gemm.items():
+        for s, e in shapes.items():
+            if e.get("ga") and e.get("openblas"):
+                rows.append((e["ga"] / e["openblas"], tower, s, e))
+    if rows:
+        rows.sort(key=lambda r: -r[3]["flop"] * r[3]["count"] * (1 / r[3]["ga"] - 1 / max(r[3]["ga"], r[3]["openblas"])))
+        w("GEMM shapes where ours loses most time to OpenBLAS (per forward):\n")
+        w("| tower | shape | ours GFLOP/s | OpenBLAS GFLOP/s | ours / OpenBLAS | x per forward |\n|---|---|---|---|---|---|")
+        for r, tower, s, e in rows[:10]:
+            w(f"| {tower} | {s} ({e['label']}) | {e['ga'] * 1e-9:.1f} | {e['openblas'] * 1e-9:.1f} | {r:.2f} | "
+              f"{int(e['count'])} |")
+        w("")
+
+    # ---- memory and load ----
+    w("## Peak memory and load time\n")
+    w("Peak RSS (ru_maxrss) of a fresh process that loads the model, encodes 1 image and 64 prompts; "
+      "weights = every tensor in f32. PyTorch's process includes the interpreter and torch itself "
+      "(its RSS before loading is given).\n")
+    w("| model | weights MB | ours peak MB | ours / weights | PyTorch peak MB (before load) | PyTorch / weights | "
+      "ours load s | PyTorch load s |\n|---|---|---|---|---|---|---|---|")
+    for m in NOMINAL_GFLOPS:
+        if m not in g_mem and m not in t_mem:
+            continue
+        gm, tm = g_mem.get(m, {}), t_mem.get(m, {})
+        wb = gm.get("weights_f32_bytes") or tm.get("weights_f32_bytes")
+        w(f"| {m} | {wb / 1e6:.0f} | {fmt(gm.get('bytes', 0) / 1e6 if gm else None, 0)} | {fmt(gm.get('ratio'), 2)} | "
+          f"{fmt(tm.get('bytes', 0) / 1e6 if tm else None, 0)} ({fmt(tm.get('baseline_bytes', 0) / 1e6 if tm else None, 0)}) | "
+          f"{fmt(tm.get('ratio'), 2)} | {fmt(g_load.get(m), 3)} | {fmt(t_load.get(m), 2)} |")
+    w("")
+
+    # ---- goals ----
+    w("## Goals (issue 3, point 8)\n")
+    w("| goal | case | figure | result |\n|---|---|---|---|")
+    for (m, b), f in sorted(ceil_res.items()):
+        w(f"| image tower >= 90% of ceiling | {m} batch {b} | {fmt(100 * f if f else None)}% | "
+          f"{mark(f >= GOAL_CEILING if f else None)} |")
+    for m in sorted(set(g_text) & set(t_text)):
+        r = g_text[m] / t_text[m]["per_second"]
+        w(f"| text >= 4x PyTorch | {m}, 64 prompts | {r:.2f}x | {mark(r >= GOAL_TEXT)} |")
+    for m, gm in g_mem.items():
+        w(f"| peak memory < 1.3x weights | {m} | {gm['ratio']:.2f}x | {mark(gm['ratio'] < GOAL_MEMORY)} |")
+    for m, s in g_load.items():
+        w(f"| load < 0.1 s (warm cache) | {m} | {s:.3f} s | {mark(s < GOAL_LOAD)} |")
+    w("| reduced precision >= 2x PyTorch f32 | - | not measured (no bf16/int8 path in the tree) | - |")
+    w("")
+
+    # ---- profiles ----
+    if profiles:
+        w("## Where our time goes (per-kernel profile, bench_clip_tool profile)\n")
+        for (m, what, b), rs in profiles.items():
+            rs = sorted(rs, key=lambda r: -r["seconds"])
+            total = rs[0]["forward_seconds"]
+            w(f"**{m} {what}, batch {b}: {total * 1e3:.1f} ms per forward**\n")
+            w("| kernel | ms | share | GFLOP/s |\n|---|---|---|---|")
+            for r in rs:
+                if r["fraction"] < 0.005:
+                    continue
+                rate = r["gflops"] / r["seconds"] if r["gflops"] and r["seconds"] > 0 else None
+                w(f"| {r['kernel']} | {r['seconds'] * 1e3:.2f} | {100 * r['fraction']:.1f}% | {fmt(rate)} |")
+            w("")
+    print("\n".join(L))
+
+
+if __name__ == "__main__":
+    main()
