@@ -154,6 +154,10 @@ TEST_CASE("npy: malformed files are IOErrors naming the file") {
       {"huge_shape.npy",
        header_with("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }"),
        "overflows"},
+      // found by fuzz_npy: a zero dim makes the count 0, but the other dims' strides overflow
+      {"zero_dim_huge_shape.npy",
+       header_with("{'descr': '|u1', 'fortran_order': False, 'shape': (0, 200000, 2200, 2, 50100, 2, 51615, 4), }"),
+       "overflows"},
       {"unknown_key.npy", header_with("{'descr': '<f4', 'fortran_order': False, 'shape': (6,), 'x': 1}") + data24,
        "unknown key"},
       {"bool_value.npy", header_with("{'descr': '|b1', 'fortran_order': False, 'shape': (1,), }") + "\x02",

@@ -366,6 +366,11 @@ TEST_CASE("tensor: arange including negative steps and empty ranges") {
   }
   CHECK(arange(0).numel() == 0);
   expect_error<ValueError>("arange step 0", [] { arange(0.0, 1.0, 0.0); }, {"arange", "step"});
+  // Element counts and strides that overflow int64 are refused, even with a zero dim.
+  expect_error<ShapeError>("huge shape", [] { empty({int64_t(1) << 40, int64_t(1) << 40}, DType::f32); }, {"int64"});
+  expect_error<ShapeError>("huge shape, zero dim", [] { empty({0, int64_t(1) << 40, int64_t(1) << 40}, DType::f32); },
+                           {"int64"});
+  CHECK(empty({0, int64_t(1) << 30, int64_t(1) << 30}, DType::f32).numel() == 0);
 }
 
 TEST_CASE("tensor: rand and randn statistics, determinism with a seeded Generator") {

@@ -17,19 +17,27 @@ inline std::string shape_str(const Shape& s) {
   return r + "]";
 }
 
+/// Requires the product of the non-zero dims to fit in int64 (ShapeError otherwise: a shape
+/// read from a file may claim anything, and a wrapped count would size a buffer wrongly).
 inline int64_t numel_of(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s)
+    if (d == 0) return 0;
+  for (int64_t d : s)
+    GA_CHECK(!__builtin_mul_overflow(n, d, &n), ShapeError, "shape of ", s.size(),
+             " dims has more elements than int64 can count");
   return n;
 }
 
-/// Row-major strides for a shape (in elements).
+/// Row-major strides for a shape (in elements). ShapeError when they overflow int64 (zero
+/// dims count as 1, as PyTorch does).
 inline Shape contiguous_strides(const Shape& s) {
   Shape st(s.size());
   int64_t acc = 1;
   for (size_t i = s.size(); i-- > 0;) {
     st[i] = acc;
-    acc *= s[i] > 0 ? s[i] : 1;
+    GA_CHECK(!__builtin_mul_overflow(acc, s[i] > 0 ? s[i] : 1, &acc), ShapeError, "shape of ", s.size(),
+             " dims: its strides overflow int64");
   }
   return st;
 }

@@ -281,11 +281,15 @@ inline Tensor parse_npy(const uint8_t* data, size_t size, const std::string& pat
   GA_CHECK(detail::npy_dtype(descr, dt), IOError, path, ": .npy dtype '", descr,
            "' is not supported (little-endian f4, f8, f2, i4, i8, u1, b1 are)");
   GA_CHECK(!fortran, IOError, path, ": Fortran-ordered .npy arrays are not supported");
-  uint64_t count = 1;
+  // The product of the non-zero dims must fit in int64 even when a zero dim makes the count 0:
+  // the tensor's strides are built from it.
+  uint64_t count = 1, nonzero = 1;
+  const uint64_t limit = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
   for (int64_t d : shape) {
-    GA_CHECK(d == 0 || count <= std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(d), IOError,
-             path, ": .npy shape overflows");
-    count *= static_cast<uint64_t>(d);
+    const uint64_t u = static_cast<uint64_t>(d);
+    GA_CHECK(d == 0 || nonzero <= limit / u, IOError, path, ": .npy shape overflows");
+    if (d != 0) nonzero *= u;
+    count *= u;
   }
   const uint64_t available = size - header_at - header_len;
   GA_CHECK(count <= available / dtype_size(dt) && count * dtype_size(dt) == available, IOError, path,
