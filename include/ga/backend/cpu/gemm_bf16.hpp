@@ -52,7 +52,7 @@ inline const char* bf16_kernel_name(Bf16Kernel k) {
 namespace detail {
 
 struct Bf16CpuSupport {
-  bool avx512bf16 = false;  // AVX-512 F/BW/VL + BF16, with the OS saving ZMM state
+  bool avx512bf16 = false;  // AVX-512 F/DQ/BW/VL + BF16, with the OS saving ZMM state
   bool amx = false;         // AMX-TILE + AMX-BF16, enabled by the OS and permitted to this process
 };
 
@@ -73,7 +73,7 @@ inline Bf16CpuSupport probe_bf16_support() {
   if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return s;  // OSXSAVE
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return s;
   const unsigned max_sub = a;
-  const bool avx512 = (b & (1u << 16)) && (b & (1u << 30)) && (b & (1u << 31));  // F, BW, VL
+  const bool avx512 = (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) && (b & (1u << 31));  // F DQ BW VL
   const bool amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24);
   bool bf16 = false;
   if (max_sub >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) bf16 = a & (1u << 5);
