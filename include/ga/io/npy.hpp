@@ -8,7 +8,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -19,6 +18,7 @@
 #include <vector>
 
 #include "../tensor.hpp"
+#include "atomic_file.hpp"
 
 namespace ga::io {
 
@@ -74,18 +74,6 @@ inline std::string npy_header(const char* descr, const Shape& shape) {
   out += static_cast<char>(dict.size() & 0xFF);
   out += static_cast<char>((dict.size() >> 8) & 0xFF);
   return out + dict;
-}
-
-inline bool npy_write_all(int fd, const void* p, size_t n) {
-  const char* c = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, c, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    c += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
 }
 
 /// A tiny reader for the header dict numpy writes: {'descr': '<f4', 'fortran_order': False,
@@ -197,56 +185,9 @@ inline void save_npy(const std::string& path, const Tensor& t, bool overwrite = 
   Tensor c = t.device().is_cpu() ? t : t.cpu();
   if (!c.is_contiguous()) c = c.contiguous();
   const std::string header = detail::npy_header(descr, c.shape());
-  if (!overwrite) {
-    struct stat st {};
-    GA_CHECK(::lstat(path.c_str(), &st) != 0, IOError, path,
-             ": already exists; not overwriting it (pass overwrite=true to replace it)");
-  }
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? std::string() : path.substr(0, slash + 1);
-  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-  static std::atomic<unsigned> counter{0};
-  std::string tmp;
-  int fd = -1;
-  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
-    tmp = cat(dir, ".", base, ".tmp-", ::getpid(), "-", counter++);
-    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0 && errno != EEXIST) break;
-  }
-  GA_CHECK(fd >= 0, IOError, path, ": cannot create a temporary file next to it (", tmp, "): ",
-           std::strerror(errno));
-  auto fail = [&](const std::string& what) {
-    const std::string e = std::strerror(errno);
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw IOError(cat(path, ": ", what, ": ", e));
-  };
   const size_t nbytes = static_cast<size_t>(c.numel()) * dtype_size(c.dtype());
-  if (!detail::npy_write_all(fd, header.data(), header.size())) fail("cannot write the header");
-  if (nbytes && !detail::npy_write_all(fd, c.raw_data(), nbytes)) fail("cannot write the data");
-  if (::fsync(fd) != 0) fail("cannot flush to disk");
-  if (::close(fd) != 0) {
-    fd = -1;
-    fail("cannot close");
-  }
-  fd = -1;
-  if (overwrite) {
-    if (::rename(tmp.c_str(), path.c_str()) != 0) fail("cannot rename the temporary file into place");
-    return;
-  }
-  // link() fails if `path` appeared since the check above, so a racing file is never replaced.
-  if (::link(tmp.c_str(), path.c_str()) == 0) {
-    ::unlink(tmp.c_str());
-    return;
-  }
-  const int link_errno = errno;
-  struct stat st {};
-  if (link_errno == EEXIST || ::lstat(path.c_str(), &st) == 0) {
-    ::unlink(tmp.c_str());
-    throw IOError(cat(path, ": already exists; not overwriting it (pass overwrite=true to replace it)"));
-  }
-  // Filesystems without hard links: the existence check above is the best we can do.
-  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("cannot rename the temporary file into place");
+  detail::write_file_atomically(path, {{header.data(), header.size(), "the header"}, {c.raw_data(), nbytes, "the data"}},
+                                overwrite);
 }
 
 /// Parses .npy bytes (versions 1.0, 2.0 and 3.0) holding a C-order little-endian array of one

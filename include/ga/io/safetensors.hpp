@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -25,6 +24,7 @@
 
 #include "../tensor.hpp"
 #include "json.hpp"
+#include "atomic_file.hpp"
 #include "mapped_file.hpp"
 
 namespace ga::io {
@@ -310,21 +310,6 @@ class SafetensorsFile {
 
 namespace detail {
 
-/// Writes all of [p, p + n) to fd; false on error (errno set).
-inline bool write_all(int fd, const void* p, size_t n) {
-  const char* c = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, c, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    c += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
 /// Bytes [begin, end) of the header object and its padding, built so that the data section
 /// starts 8-byte aligned.
 inline std::string safetensors_header(const std::vector<std::pair<std::string, Tensor>>& tensors,
@@ -401,66 +386,15 @@ inline void save_safetensors(const std::string& path,
   }
   const std::string header = detail::safetensors_header(ready, begins, metadata);
 
-  if (!overwrite) {
-    struct stat st {};
-    GA_CHECK(::lstat(path.c_str(), &st) != 0, IOError, path,
-             ": already exists; not overwriting it (pass overwrite=true to replace it)");
-  }
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? std::string() : path.substr(0, slash + 1);
-  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-  static std::atomic<unsigned> counter{0};
-  std::string tmp;
-  int fd = -1;
-  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
-    tmp = cat(dir, ".", base, ".tmp-", ::getpid(), "-", counter++);
-    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0 && errno != EEXIST) break;
-  }
-  GA_CHECK(fd >= 0, IOError, path, ": cannot create a temporary file next to it (", tmp, "): ",
-           detail::errno_text());
-  auto fail = [&](const std::string& what) {
-    const std::string e = detail::errno_text();
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw IOError(cat(path, ": ", what, ": ", e));
-  };
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(header.size()) >> (8 * i));
-  if (!detail::write_all(fd, len, 8) || !detail::write_all(fd, header.data(), header.size()))
-    fail("cannot write the header");
+  std::vector<detail::FileChunk> chunks{{len, 8, "the header"}, {header.data(), header.size(), "the header"}};
   for (size_t i : order) {
     const Tensor& t = ready[i].second;
-    const size_t nbytes = static_cast<size_t>(t.numel()) * dtype_size(t.dtype());
-    if (nbytes && !detail::write_all(fd, t.raw_data(), nbytes))
-      fail(cat("cannot write tensor \"", ready[i].first, "\""));
+    chunks.push_back({t.raw_data(), static_cast<size_t>(t.numel()) * dtype_size(t.dtype()),
+                      cat("tensor \"", ready[i].first, "\"")});
   }
-  if (::fsync(fd) != 0) fail("cannot flush to disk");
-  if (::close(fd) != 0) {
-    fd = -1;
-    fail("cannot close");
-  }
-  fd = -1;
-  if (overwrite) {
-    if (::rename(tmp.c_str(), path.c_str()) != 0) fail("cannot rename the temporary file into place");
-    return;
-  }
-  // link() fails if `path` appeared since the check above, so a racing file is never replaced.
-  if (::link(tmp.c_str(), path.c_str()) == 0) {
-    ::unlink(tmp.c_str());
-    return;
-  }
-  if (errno == EEXIST) {
-    ::unlink(tmp.c_str());
-    throw IOError(cat(path, ": already exists; not overwriting it (pass overwrite=true to replace it)"));
-  }
-  // Filesystems without hard links: the existence check above is the best we can do.
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
-    ::unlink(tmp.c_str());
-    throw IOError(cat(path, ": already exists; not overwriting it (pass overwrite=true to replace it)"));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("cannot rename the temporary file into place");
+  detail::write_file_atomically(path, chunks, overwrite);
 }
 
 }  // namespace ga::io
