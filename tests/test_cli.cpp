@@ -54,29 +54,10 @@ const char* cli_path() {
     return;                                                                               \
   }
 
-struct CliTempDir {
-  std::string path;
-  CliTempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/ga_cli_test_XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    REQUIRE(mkdtemp(buf.data()) != nullptr);
-    path = buf.data();
-  }
-  ~CliTempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return path + "/" + name; }
+struct CliTempDir : ga::test::TempDir {
+  CliTempDir() : ga::test::TempDir("ga_cli_test") {}
 };
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 struct Run {
   int rc = -1;
@@ -108,8 +89,8 @@ Run run_ga(const std::vector<std::string>& args) {
   int status = 0;
   REQUIRE(waitpid(pid, &status, 0) == pid);
   r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(out_path);
-  r.err = slurp(err_path);
+  r.out = ga::test::read_file(out_path);
+  r.err = ga::test::read_file(err_path);
   std::remove(out_path.c_str());
   std::remove(err_path.c_str());
   return r;
@@ -224,14 +205,14 @@ TEST_CASE("cli: convert reports progress, refuses to overwrite without --force, 
   CHECK(r.out.empty());
   CHECK(r.err.find("ga convert: reading") != std::string::npos);
   CHECK(r.err.find("ga convert: wrote " + out) != std::string::npos);
-  const std::string first = slurp(out);
+  const std::string first = ga::test::read_file(out);
   // An existing OUTPUT: exit 1, untouched, the message names it and the flag.
   check_failure(run_ga(convert), 1, {out, "already exists", "--force"});
-  CHECK(slurp(out) == first);
+  CHECK(ga::test::read_file(out) == first);
   std::vector<std::string> forced = convert;
   forced.push_back("--force");
   CHECK(run_ga(forced).rc == 0);
-  CHECK(slurp(out) == first);  // the same bytes: conversion is deterministic
+  CHECK(ga::test::read_file(out) == first);  // the same bytes: conversion is deterministic
 
   r = run_ga({"info", out});
   INFO(r.show());
@@ -327,9 +308,9 @@ TEST_CASE("cli: preprocess, encode-image, encode-text match the references") {
     REQUIRE_MESSAGE(r.rc == 0, r.show());
     check_close(ga::io::load_npy(txtn), normalized_rows(txt_ref), 1e-4, "encode-text --normalize");
     // An existing --out: exit 1, file untouched; --force replaces it.
-    const std::string before = slurp(txt);
+    const std::string before = ga::test::read_file(txt);
     check_failure(run_ga({"encode-text", "--model", model, "--out", txt, "other"}), 1, {txt, "already exists", "--force"});
-    CHECK(slurp(txt) == before);
+    CHECK(ga::test::read_file(txt) == before);
     r = run_ga({"encode-text", "--model", model, "--out", txt, "--force", "other"});
     CHECK(r.rc == 0);
     CHECK(ga::io::load_npy(txt).shape() == ga::Shape{1, img_ref.size(1)});
@@ -442,7 +423,7 @@ TEST_CASE("cli: bad usage exits 2, bad input 1, each with one line naming what i
   check_failure(run_ga({"info", dir.file("missing.safetensors")}), 1, {"missing.safetensors"});
   check_failure(run_ga({"info", kConvert + "hf_quickgelu_reference.safetensors"}), 1,
                 {"hf_quickgelu_reference.safetensors", "not a converted CLIP model"});
-  std::string ck = slurp(std::string(GA_SOURCE_DIR) + "/tests/fixtures/checkpoints/vit_sd_f16.pt");
+  std::string ck = ga::test::read_file(std::string(GA_SOURCE_DIR) + "/tests/fixtures/checkpoints/vit_sd_f16.pt");
   std::ofstream(dir.file("corrupt.pt"), std::ios::binary) << ck.substr(0, ck.size() / 2);
   check_failure(run_ga({"convert", dir.file("corrupt.pt"), dir.file("c.safetensors")}), 1, {"corrupt.pt"},
                 /*after_progress=*/true);

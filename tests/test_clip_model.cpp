@@ -126,21 +126,8 @@ void check_parity(const Model& m, const Fixture& fx, const std::string& prefix, 
   }
 }
 
-/// A fresh directory, removed with its contents at scope exit.
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    const char* base = std::getenv("TMPDIR");
-    path = std::filesystem::path(base && *base ? base : "/tmp") /
-           ("ga_clip_model_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
+struct TempDir : ga::test::TempDir {
+  TempDir() : ga::test::TempDir("ga_clip_model_test") {}
 };
 
 std::map<std::string, std::string> model_metadata(const Fixture& fx) {

@@ -45,37 +45,11 @@ const std::string kFixtures = std::string(GA_SOURCE_DIR) + "/tests/fixtures/";
 const std::string kConvert = kFixtures + "convert/";
 const std::string kOpenClipResnet = kConvert + "openclip_resnet.safetensors";
 
-/// A fresh directory under $TMPDIR (or /tmp), removed with everything in it at scope exit.
-struct ConvertTempDir {
-  std::string path;
-  ConvertTempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/ga_convert_test_XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    REQUIRE(mkdtemp(buf.data()) != nullptr);
-    path = buf.data();
-  }
-  ~ConvertTempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return path + "/" + name; }
+struct ConvertTempDir : ga::test::TempDir {
+  ConvertTempDir() : ga::test::TempDir("ga_convert_test") {}
 };
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  REQUIRE_MESSAGE(f.good(), "missing file ", path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
-void spit(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f << bytes;
-  REQUIRE(f.good());
-}
 
 /// Copies a fixture directory (flat) to dst.
 void copy_dir(const std::string& src, const std::string& dst) {
@@ -219,10 +193,10 @@ TEST_CASE("convert: open_clip .safetensors (ResNet, f16) keeps every tensor exac
 TEST_CASE("convert: an existing output is not replaced unless asked") {
   ConvertTempDir dir;
   const std::string out = dir.file("rn.safetensors");
-  spit(out, "precious");
+  ga::test::write_file(out, "precious");
   expect_error<ga::IOError>("existing output", [&] { convert_checkpoint(kOpenClipResnet, out, quiet()); },
                             {"rn.safetensors", "already exists"});
-  CHECK(slurp(out) == "precious");
+  CHECK(ga::test::read_file(out) == "precious");
   ConvertOptions o = tiny();
   o.overwrite = true;
   convert_checkpoint(kOpenClipResnet, out, o);
@@ -247,7 +221,7 @@ TEST_CASE("convert: --vocab attaches the merges; the tokenizer matches OpenAI's 
     const std::string out = dir.file(std::string(vocab) + ".safetensors");
     convert_checkpoint(kOpenClipResnet, out, o);
     const SafetensorsFile f = SafetensorsFile::open(out);
-    CHECK(f.metadata().at("tokenizer.merges") == slurp(kConvert + "tiny_vocab.txt"));
+    CHECK(f.metadata().at("tokenizer.merges") == ga::test::read_file(kConvert + "tiny_vocab.txt"));
     const ga::clip::Model m = ga::clip::Model::load(out);
     REQUIRE(m.has_tokenizer());
     std::vector<std::string> t;
@@ -267,7 +241,7 @@ TEST_CASE("convert: --vocab attaches the merges; the tokenizer matches OpenAI's 
   o.vocab_path = dir.file("missing_vocab.txt");
   expect_error<ga::IOError>("missing vocab", [&] { convert_checkpoint(kOpenClipResnet, dir.file("y"), o); },
                             {"missing_vocab.txt"});
-  spit(dir.file("bad_vocab.txt"), "#version\nnot a merge line at all\n");
+  ga::test::write_file(dir.file("bad_vocab.txt"), "#version\nnot a merge line at all\n");
   o.vocab_path = dir.file("bad_vocab.txt");
   expect_error<ga::IOError>("bad vocab", [&] { convert_checkpoint(kOpenClipResnet, dir.file("z"), o); },
                             {"bad_vocab.txt", "line 2"});
@@ -380,7 +354,7 @@ TEST_CASE("convert: Hugging Face directories map to OpenAI names and encode like
     CHECK(parse(meta.at("preprocess")).at("std")[0].as_number() ==
           doctest::Approx(c.mean == 0.5 ? 0.5 : 0.26862954).epsilon(1e-12));
     // merges.txt ("#version: 0.2" header) became the tokenizer.
-    CHECK(meta.at("tokenizer.merges") == slurp(kConvert + c.name + "/merges.txt"));
+    CHECK(meta.at("tokenizer.merges") == ga::test::read_file(kConvert + c.name + "/merges.txt"));
     for (const std::string& k : f.keys()) CHECK(f.info(k).dtype_name == c.stored);
 
     // The renaming, tensor by tensor, against the Hugging Face file.
@@ -443,11 +417,11 @@ TEST_CASE("convert: Hugging Face inputs that do not fit are errors naming the fi
                      const std::string& file = "config.json") {
     const std::string d = dir.file(name);
     copy_dir(base, d);
-    std::string text = slurp(d + "/" + file);
+    std::string text = ga::test::read_file(d + "/" + file);
     const size_t at = text.find(from);
     REQUIRE_MESSAGE(at != std::string::npos, from);
     text.replace(at, from.size(), to);
-    spit(d + "/" + file, text);
+    ga::test::write_file(d + "/" + file, text);
     return d;
   };
   // A head count that does not divide the width: names the key and the tensor.
@@ -548,19 +522,19 @@ TEST_CASE("convert: inputs that are not checkpoints are IOErrors naming them") {
   ConvertTempDir dir;
   expect_error<ga::IOError>("missing", [&] { convert_checkpoint(dir.file("nope.pt"), dir.file("o"), quiet()); },
                             {"nope.pt", "no such file"});
-  spit(dir.file("notes.txt"), "hello, I am not a checkpoint\n");
+  ga::test::write_file(dir.file("notes.txt"), "hello, I am not a checkpoint\n");
   expect_error<ga::IOError>("text", [&] { convert_checkpoint(dir.file("notes.txt"), dir.file("o"), quiet()); },
                             {"notes.txt", "not a recognised checkpoint"});
-  spit(dir.file("empty.pt"), "");
+  ga::test::write_file(dir.file("empty.pt"), "");
   expect_error<ga::IOError>("empty", [&] { convert_checkpoint(dir.file("empty.pt"), dir.file("o"), quiet()); },
                             {"empty.pt"});
   // What torch.save(_use_new_zipfile_serialization=False) starts with: protocol 2, then the magic number.
-  spit(dir.file("legacy.pt"), std::string("\x80\x02\x8a\x0a" "l\xfc\x9c" "F\xf9 j\xa8P\x19.", 16));
+  ga::test::write_file(dir.file("legacy.pt"), std::string("\x80\x02\x8a\x0a" "l\xfc\x9c" "F\xf9 j\xa8P\x19.", 16));
   expect_error<ga::IOError>("legacy pickle", [&] { convert_checkpoint(dir.file("legacy.pt"), dir.file("o"), quiet()); },
                             {"legacy.pt", "pre-1.6"});
   // A safetensors file whose header lies about its size.
-  std::string st = slurp(kOpenClipResnet);
-  spit(dir.file("truncated.safetensors"), st.substr(0, st.size() / 2));
+  std::string st = ga::test::read_file(kOpenClipResnet);
+  ga::test::write_file(dir.file("truncated.safetensors"), st.substr(0, st.size() / 2));
   expect_error<ga::IOError>("truncated", [&] { convert_checkpoint(dir.file("truncated.safetensors"), dir.file("o"), quiet()); },
                             {"truncated.safetensors"});
   std::filesystem::create_directories(dir.file("somedir"));
@@ -682,8 +656,8 @@ TEST_CASE("convert: torch.save and TorchScript checkpoints (tests/fixtures/check
   expect_error<ga::Error>("not CLIP", [&] { convert_checkpoint(ck + "script_containers.pt", dir.file("x"), quiet()); },
                              {"script_containers.pt"});
   // Truncated: the zip reader's error, naming the file.
-  const std::string whole = slurp(ck + "vit_sd_f16.pt");
-  spit(dir.file("cut.pt"), whole.substr(0, whole.size() * 2 / 3));
+  const std::string whole = ga::test::read_file(ck + "vit_sd_f16.pt");
+  ga::test::write_file(dir.file("cut.pt"), whole.substr(0, whole.size() * 2 / 3));
   expect_error<ga::IOError>("truncated zip", [&] { convert_checkpoint(dir.file("cut.pt"), dir.file("y"), tiny()); },
                             {"cut.pt"});
 }

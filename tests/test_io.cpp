@@ -22,6 +22,8 @@
 
 #include <ga/ga.hpp>
 
+#include "test_util.hpp"
+
 #ifndef GA_SOURCE_DIR
 #error "GA_SOURCE_DIR must name the repository root (tests/CMakeLists.txt defines it)"
 #endif
@@ -33,45 +35,10 @@ using ga::io::SafetensorsFile;
 
 namespace {
 
-/// A fresh directory under $TMPDIR (or /tmp), removed with everything in it at scope exit.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/ga_io_test_XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    REQUIRE(mkdtemp(buf.data()) != nullptr);
-    path = buf.data();
-  }
-  ~TempDir() {
-    for (const std::string& f : entries()) std::remove((path + "/" + f).c_str());
-    rmdir(path.c_str());
-  }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> out;
-    if (DIR* d = opendir(path.c_str())) {
-      while (dirent* e = readdir(d))
-        if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) out.push_back(e->d_name);
-      closedir(d);
-    }
-    return out;
-  }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("ga_io_test") {}
 };
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  REQUIRE(f.good());
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(f.good());
-}
 
 /// A safetensors file by hand: 8-byte little-endian length, header text, data.
 std::string st_file(const std::string& header, const std::string& data, uint64_t claimed_len) {
@@ -308,7 +275,7 @@ TEST_CASE("io: safetensors round trip of every dtype, layout, empty and 0-d tens
   CHECK(f.get("f16.scalar").dim() == 0);
   CHECK(f.get("f16.scalar").item<double>() == 3.5);
   // The data section starts 8-aligned (the writer pads the header with spaces).
-  const std::string bytes = read_bytes(path);
+  const std::string bytes = test::read_file(path);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(bytes[i]);
   CHECK((8 + n) % 8 == 0);
@@ -371,7 +338,7 @@ TEST_CASE("io: safetensors misaligned data is copied, and BOOL bytes are normali
   while ((8 + header.size()) % 8) header += ' ';
   const std::string data = std::string("\x07", 1) + f32_bytes({1.5f, -2.0f}) + std::string("\x00\x01\x05", 3);
   TempDir dir;
-  write_bytes(dir.file("mis.safetensors"), st_file(header, data));
+  test::write_file(dir.file("mis.safetensors"), st_file(header, data));
   const SafetensorsFile f = SafetensorsFile::open(dir.file("mis.safetensors"));
   CHECK_FALSE(f.is_zero_copy("x"));
   const Tensor x = f.get("x");
@@ -387,7 +354,7 @@ TEST_CASE("io: safetensors misaligned data is copied, and BOOL bytes are normali
 TEST_CASE("io: safetensors reads the reference implementation's file") {
   const std::string dir = std::string(GA_SOURCE_DIR) + "/tests/fixtures/";
   const SafetensorsFile f = SafetensorsFile::open(dir + "reference.safetensors");
-  const Json expected = parse_json(read_bytes(dir + "reference_expected.json"), "reference_expected.json");
+  const Json expected = parse_json(test::read_file(dir + "reference_expected.json"), "reference_expected.json");
   std::vector<std::string> keys;
   for (const Json& k : expected.at("header_keys").values()) keys.push_back(k.as_string());
   CHECK(f.keys() == keys);
@@ -491,16 +458,16 @@ TEST_CASE("io: save_safetensors never overwrites without being asked, and writes
   TempDir dir;
   const std::string path = dir.file("model.safetensors");
   io::save_safetensors(path, {{"w", tensor({1.f, 2.f})}});
-  const std::string before = read_bytes(path);
+  const std::string before = test::read_file(path);
   const std::string msg = io_error_of([&] { io::save_safetensors(path, {{"w", tensor({3.f})}}); });
   CHECK(contains(msg, path));
   CHECK(contains(msg, "already exists"));
   CHECK(contains(msg, "overwrite=true"));
-  CHECK(read_bytes(path) == before);
+  CHECK(test::read_file(path) == before);
   // A file the user owns that is not safetensors at all is just as protected.
-  write_bytes(dir.file("notes.txt"), "my notes");
+  test::write_file(dir.file("notes.txt"), "my notes");
   CHECK_THROWS_AS(io::save_safetensors(dir.file("notes.txt"), {{"w", tensor({3.f})}}), IOError);
-  CHECK(read_bytes(dir.file("notes.txt")) == "my notes");
+  CHECK(test::read_file(dir.file("notes.txt")) == "my notes");
   // With overwrite=true it is replaced.
   io::save_safetensors(path, {{"w", tensor({3.f})}}, {}, /*overwrite=*/true);
   CHECK(SafetensorsFile::open(path).get("w").to_vector<float>() == std::vector<float>{3});
@@ -539,14 +506,14 @@ TEST_CASE("io: safetensors missing, empty and unreadable files are IOErrors nami
   const std::string missing = dir.file("missing.safetensors");
   CHECK(contains(io_error_of([&] { SafetensorsFile::open(missing); }), missing));
   CHECK(contains(io_error_of([&] { SafetensorsFile::open(dir.path); }), dir.path));  // a directory
-  write_bytes(dir.file("empty.safetensors"), "");
+  test::write_file(dir.file("empty.safetensors"), "");
   CHECK(contains(io_error_of([&] { SafetensorsFile::open(dir.file("empty.safetensors")); }),
                  dir.file("empty.safetensors")));
 }
 
 TEST_CASE("io: safetensors truncated at every length is an IOError") {
   const std::string path = std::string(GA_SOURCE_DIR) + "/tests/fixtures/reference.safetensors";
-  const std::string whole = read_bytes(path);
+  const std::string whole = test::read_file(path);
   REQUIRE(whole.size() > 100);
   CHECK_NOTHROW(SafetensorsFile::from_buffer(buffer_of(whole), "whole"));
   for (size_t len = 0; len < whole.size(); ++len) {
@@ -558,7 +525,7 @@ TEST_CASE("io: safetensors truncated at every length is an IOError") {
   TempDir dir;
   for (size_t len : {size_t(3), size_t(8), size_t(9), size_t(100), whole.size() - 300, whole.size() - 1}) {
     const std::string p = dir.file("cut" + std::to_string(len) + ".safetensors");
-    write_bytes(p, whole.substr(0, len));
+    test::write_file(p, whole.substr(0, len));
     CHECK(contains(io_error_of([&] { SafetensorsFile::open(p); }), p));
   }
 }
@@ -632,7 +599,7 @@ TEST_CASE("io: safetensors headers that lie are IOErrors naming the file and the
   for (const Case& c : cases) {
     CAPTURE(c.what);
     const std::string p = dir.file("bad.safetensors");
-    write_bytes(p, c.bytes);
+    test::write_file(p, c.bytes);
     const std::string msg = io_error_of([&] { SafetensorsFile::open(p); });
     CHECK(contains(msg, p));
     CHECK(contains(msg, c.expect));
@@ -642,7 +609,7 @@ TEST_CASE("io: safetensors headers that lie are IOErrors naming the file and the
     CHECK(contains(mem, "mem: "));
   }
   // Sanity: the good header itself is accepted, so the cases above fail for their own reason.
-  write_bytes(dir.file("good.safetensors"), st_file(h, data));
+  test::write_file(dir.file("good.safetensors"), st_file(h, data));
   CHECK(SafetensorsFile::open(dir.file("good.safetensors")).get("a").to_vector<float>() ==
         std::vector<float>{1, 2});
 }

@@ -25,44 +25,11 @@ namespace {
 
 const std::string kDir = std::string(GA_SOURCE_DIR) + "/tests/fixtures/convert/";
 
-struct NpyTempDir {
-  std::string path;
-  NpyTempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/ga_npy_test_XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    REQUIRE(mkdtemp(buf.data()) != nullptr);
-    path = buf.data();
-  }
-  ~NpyTempDir() {
-    for (const std::string& f : entries()) std::remove((path + "/" + f).c_str());
-    rmdir(path.c_str());
-  }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> out;
-    if (DIR* d = opendir(path.c_str())) {
-      while (dirent* e = readdir(d))
-        if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) out.push_back(e->d_name);
-      closedir(d);
-    }
-    return out;
-  }
+struct NpyTempDir : ga::test::TempDir {
+  NpyTempDir() : ga::test::TempDir("ga_npy_test") {}
 };
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  REQUIRE_MESSAGE(f.good(), "missing file ", path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
-void spit(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f << bytes;
-}
 
 }  // namespace
 
@@ -90,7 +57,7 @@ TEST_CASE("npy: numpy's files read back and are reproduced byte for byte") {
     }
     const std::string out = dir.file(c.file);
     ga::io::save_npy(out, c.expected);
-    CHECK(slurp(out) == slurp(kDir + c.file));
+    CHECK(ga::test::read_file(out) == ga::test::read_file(kDir + c.file));
   }
 }
 
@@ -108,10 +75,10 @@ TEST_CASE("npy: any layout is written in C order; bf16 is refused") {
 TEST_CASE("npy: an existing file is not replaced unless asked; nothing is left behind") {
   NpyTempDir dir;
   const std::string path = dir.file("out.npy");
-  spit(path, "precious");
+  ga::test::write_file(path, "precious");
   ga::test::expect_error<ga::IOError>("existing", [&] { ga::io::save_npy(path, ga::ones({2})); },
                                       {"out.npy", "already exists"});
-  CHECK(slurp(path) == "precious");
+  CHECK(ga::test::read_file(path) == "precious");
   CHECK(dir.entries().size() == 1);
   ga::io::save_npy(path, ga::ones({2}), /*overwrite=*/true);
   CHECK(ga::io::load_npy(path).to_vector<float>() == std::vector<float>{1, 1});
@@ -123,7 +90,7 @@ TEST_CASE("npy: an existing file is not replaced unless asked; nothing is left b
 
 TEST_CASE("npy: malformed files are IOErrors naming the file") {
   NpyTempDir dir;
-  const std::string good = slurp(kDir + "npy_f32_2x3.npy");
+  const std::string good = ga::test::read_file(kDir + "npy_f32_2x3.npy");
   auto header_with = [&](const std::string& dict) {
     std::string h = dict;
     while ((10 + h.size() + 1) % 64) h += ' ';
@@ -165,7 +132,7 @@ TEST_CASE("npy: malformed files are IOErrors naming the file") {
   };
   for (const Bad& b : bad) {
     const std::string path = dir.file(b.name);
-    spit(path, b.bytes);
+    ga::test::write_file(path, b.bytes);
     ga::test::expect_error<ga::IOError>(b.name, [&] { ga::io::load_npy(path); }, {b.name, b.says});
   }
   ga::test::expect_error<ga::IOError>("missing file", [&] { ga::io::load_npy(dir.file("nope.npy")); }, {"nope.npy"});
