@@ -22,9 +22,9 @@
 
 #include <ga/clip/model.hpp>
 
+#include "bench_common.hpp"
 #include "clip_bench_common.hpp"
 
-extern "C" void openblas_set_num_threads(int);
 
 namespace {
 
@@ -158,8 +158,7 @@ void register_gemms(const std::string& tower, const std::vector<Gemm>& gemms, do
 }  // namespace
 
 int main(int argc, char** argv) {
-  ga::set_num_threads(bench_threads());
-  openblas_set_num_threads(bench_threads());
+  set_bench_threads_with_openblas();
   benchmark::Initialize(&argc, argv);
 
   const double tmin = env_double("GA_CLIP_BENCH_MIN_TIME", 3.0);

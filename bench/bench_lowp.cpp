@@ -16,26 +16,16 @@
 
 #include <ga/ga.hpp>
 
-extern "C" void openblas_set_num_threads(int);
+#include "bench_common.hpp"
 
 namespace {
 
 using ga::backend::cpu::Bf16Kernel;
 
-int bench_threads() {
-  const char* s = std::getenv("GA_BENCH_THREADS");
-  return s ? std::atoi(s) : 2;
-}
-
 const bool kThreadsSet = [] {
-  ga::set_num_threads(bench_threads());
-  openblas_set_num_threads(bench_threads());
+  set_bench_threads_with_openblas();
   return true;
 }();
-
-void set_flops(benchmark::State& st, double flops_per_iter) {
-  st.counters["GFLOP/s"] = benchmark::Counter(flops_per_iter * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-}
 
 // ---- linear layers: y [M, N] = x [M, K] @ w [N, K]^T ----
 // Args {M, K, N}: ViT-B/32 at batch 16 (M = 16 * 50 tokens) and batch 1, and the text

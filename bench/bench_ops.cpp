@@ -12,24 +12,14 @@
 
 #include <ga/ga.hpp>
 
-extern "C" void openblas_set_num_threads(int);
+#include "bench_common.hpp"
 
 namespace {
 
-int bench_threads() {
-  const char* s = std::getenv("GA_BENCH_THREADS");
-  return s ? std::atoi(s) : 2;
-}
-
 const bool kThreadsSet = [] {
-  ga::set_num_threads(bench_threads());
-  openblas_set_num_threads(bench_threads());
+  set_bench_threads_with_openblas();
   return true;
 }();
-
-void set_flops(benchmark::State& st, double flops_per_iter) {
-  st.counters["GFLOP/s"] = benchmark::Counter(flops_per_iter * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-}
 
 // ---- matrix product: ga vs Eigen vs OpenBLAS, square f32 ----
 

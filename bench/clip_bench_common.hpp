@@ -24,6 +24,8 @@
 #include <ga/io/inflate.hpp>
 #include <ga/io/safetensors.hpp>
 
+#include "bench_threads.hpp"
+
 #ifndef GA_SOURCE_DIR
 #error "GA_SOURCE_DIR must be defined (bench/CMakeLists.txt does it)"
 #endif
@@ -96,11 +98,6 @@ inline std::string file_tag(std::string name) {
   for (char& c : name)
     if (c == '/' || c == '@') c = '-';
   return name;
-}
-
-inline int bench_threads() {
-  const char* s = std::getenv("GA_BENCH_THREADS");
-  return s ? std::atoi(s) : 2;
 }
 
 inline std::string cache_dir() {
