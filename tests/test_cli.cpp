@@ -298,6 +298,12 @@ TEST_CASE("cli: preprocess, encode-image, encode-text match the references") {
     r = run_ga(with({"encode-image", "--normalize", "--model", model, "--out", imgn}, images));
     REQUIRE_MESSAGE(r.rc == 0, r.show());
     check_close(ga::io::load_npy(imgn), normalized_rows(img_ref), 1e-4, "encode-image --normalize");
+    // --bf16: the fast approximate path; each unit row within cosine 0.999 of the reference's.
+    const std::string imgb = dir.file(std::string(kind) + "_imgb.npy");
+    r = run_ga(with({"encode-image", "--bf16", "--normalize", "--model", model, "--out", imgb}, images));
+    REQUIRE_MESSAGE(r.rc == 0, r.show());
+    const std::vector<float> cos = ga::sum(ga::mul(ga::io::load_npy(imgb), normalized_rows(img_ref)), {1}).to_vector<float>();
+    for (float c : cos) CHECK(c >= 0.999f);
 
     const std::string txt = dir.file(std::string(kind) + "_txt.npy");
     r = run_ga(with({"encode-text", "--model", model, "--out", txt, "--"}, texts));

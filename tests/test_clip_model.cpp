@@ -25,6 +25,7 @@
 using namespace ga;
 using ga::clip::ClipConfig;
 using ga::clip::LoadOptions;
+using ga::clip::WeightMode;
 using ga::clip::Model;
 using ga::clip::Trace;
 using ga::test::expect_error;
@@ -197,7 +198,7 @@ TEST_CASE("clip model: f16-stored weights stay f16 and match the reference compu
         CHECK(m.weight(n).shares_storage_with(t));
     check_parity(m, fx, "ref", /*with_trace=*/true);
 
-    const Model up = Model::from_tensors(fx.cfg, fx.weights, std::nullopt, LoadOptions{true});
+    const Model up = Model::from_tensors(fx.cfg, fx.weights, std::nullopt, LoadOptions{WeightMode::F32});
     CHECK(up.weight("transformer.resblocks.0.attn.in_proj_weight").dtype() == f32);
     CHECK(up.weight("token_embedding.weight").dtype() == f32);
     check_parity(up, fx, "ref", /*with_trace=*/false);
@@ -286,6 +287,59 @@ TEST_CASE("clip model: any batch size; rows are independent") {
   }
 }
 
+/// The smallest cosine similarity between matching rows of a and b (both [N, D]), in f64.
+double min_row_cosine(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  const std::vector<double> x = a.to(ga::f64).contiguous().to_vector<double>();
+  const std::vector<double> y = b.to(ga::f64).contiguous().to_vector<double>();
+  const size_t D = static_cast<size_t>(a.size(1));
+  double worst = 1;
+  for (size_t r = 0; r * D < x.size(); ++r) {
+    double xy = 0, xx = 0, yy = 0;
+    for (size_t j = r * D; j < (r + 1) * D; ++j) {
+      xy += x[j] * y[j];
+      xx += x[j] * x[j];
+      yy += y[j] * y[j];
+    }
+    worst = std::min(worst, xy / std::sqrt(xx * yy));
+  }
+  return worst;
+}
+
+TEST_CASE("clip model: WeightMode::Bf16 rounds the products' weights and stays within cosine 0.999 of f32") {
+  for (const char* kind : {"vit", "resnet"}) {
+    CAPTURE(kind);
+    const Fixture& fx = fixture(kind);
+    const Model m = Model::from_tensors(fx.cfg, fx.weights_as(f32), std::nullopt, LoadOptions{WeightMode::Bf16});
+    CHECK(m.weight_mode() == WeightMode::Bf16);
+    for (const char* name : {"transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.1.mlp.c_fc.weight",
+                             "transformer.resblocks.1.attn.out_proj.weight", "text_projection"})
+      CHECK_MESSAGE(m.weight(name).dtype() == bf16, name);
+    // Norms, embeddings and biases keep their precision.
+    for (const char* name : {"token_embedding.weight", "positional_embedding", "ln_final.weight",
+                             "transformer.resblocks.0.attn.in_proj_bias"})
+      CHECK_MESSAGE(m.weight(name).dtype() == f32, name);
+    if (fx.cfg.vision_is_vit()) {
+      CHECK(m.weight("visual.conv1.weight").dtype() == bf16);
+      CHECK(m.weight("visual.proj").dtype() == bf16);
+    } else {
+      CHECK(m.weight("visual.layer1.0.conv2.weight").dtype() == bf16);  // folded, then rounded
+      CHECK(m.weight("visual.layer1.0.conv2.bias").dtype() == f32);
+      CHECK(m.weight("visual.attnpool.k_proj.weight").dtype() == bf16);
+    }
+    const Tensor img = m.encode_image(fx.images), txt = m.encode_text(fx.tokens);
+    const double ci = min_row_cosine(img, fx.ref.at("ref.image_features"));
+    const double ct = min_row_cosine(txt, fx.ref.at("ref.text_features"));
+    MESSAGE(std::string(kind), ": bf16 cosine to the f32 reference: image ", ci, ", text ", ct);
+    CHECK(ci >= 0.999);
+    CHECK(ct >= 0.999);
+    // The reduced precision is the model's own: it does not leak into the caller's products.
+    CHECK(ga::mixed_matmul_precision() == ga::backend::MixedPrecision::Highest);
+    // And it is really reduced (the bf16 path is taken, not an f32 upcast): not exact.
+    CHECK(ci < 1 - 1e-9);
+  }
+}
+
 TEST_CASE("clip model: Model::load round trip through a converted file") {
   for (const char* kind : {"vit", "resnet"}) {
     CAPTURE(kind);
@@ -308,9 +362,14 @@ TEST_CASE("clip model: Model::load round trip through a converted file") {
     const std::vector<int64_t> got = toks.select(0, 0).to_vector<int64_t>();
     CHECK(std::vector<int64_t>(expect.begin(), expect.end()) == got);
 
-    const Model up = Model::load(path, LoadOptions{true});
+    const Model up = Model::load(path, LoadOptions{WeightMode::F32});
     CHECK(up.weight("transformer.resblocks.0.attn.in_proj_weight").dtype() == f32);
     check_parity(up, fx, "ref", /*with_trace=*/false);
+    // Converted at load, with the originals' pages dropped: nothing still reads them.
+    const Model fast = Model::load(path, LoadOptions{WeightMode::Bf16});
+    CHECK(fast.weight("transformer.resblocks.0.attn.in_proj_weight").dtype() == bf16);
+    CHECK(min_row_cosine(fast.encode_image(fx.images), fx.ref.at("ref.image_features")) >= 0.999);
+    CHECK(min_row_cosine(fast.encode_text(fx.tokens), fx.ref.at("ref.text_features")) >= 0.999);
 
     // f32 file, and no tokenizer in it.
     const std::string p32 = dir.file("f32.safetensors");

@@ -124,13 +124,15 @@ struct Parity {
 
 void check_encodes_like_parity(const std::string& model_path, const std::string& kind) {
   const Parity p(kind);
-  for (bool upcast : {false, true}) {
+  // The two exact weight modes: as stored (f16 weights in mixed products) and upcast to f32.
+  for (ga::clip::WeightMode mode : {ga::clip::WeightMode::AsStored, ga::clip::WeightMode::F32}) {
     ga::clip::LoadOptions lo;
-    lo.upcast = upcast;
+    lo.weights = mode;
     const ga::clip::Model m = ga::clip::Model::load(model_path, lo);
     const Tensor img = m.encode_image(p.file.get("input.images").to(ga::f32));
     const Tensor txt = m.encode_text(p.file.get("input.tokens"));
-    check_close(img, p.file.get("ref.image_features"), model_path + " image features, upcast " + std::to_string(upcast));
+    check_close(img, p.file.get("ref.image_features"),
+                model_path + " image features, weight mode " + std::to_string(static_cast<int>(mode)));
     check_close(txt, p.file.get("ref.text_features"), model_path + " text features");
     check_close(m.logits(img, txt), p.file.get("ref.logits_per_image"), model_path + " logits");
   }

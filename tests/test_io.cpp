@@ -330,6 +330,39 @@ TEST_CASE("io: safetensors get is zero-copy for aligned data and outlives the fi
   CHECK(SafetensorsFile::open(path).get("a").to_vector<float>() == std::vector<float>{1, 2, 3});
 }
 
+/// This process's resident set in bytes (the second field of /proc/self/statm, in pages).
+long resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  long size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * sysconf(_SC_PAGESIZE);
+}
+
+TEST_CASE("io: safetensors release drops a mapped tensor's pages from memory, and its values survive") {
+  TempDir dir;
+  const std::string path = dir.file("big.safetensors");
+  const int64_t n = int64_t(32) << 20 >> 2;  // 32 MiB of f32
+  io::save_safetensors(path, {{"head", tensor({7.f}, {1})}, {"big", arange(0, double(n), 1, ga::f32)}});
+  const SafetensorsFile f = SafetensorsFile::open(path);
+  const Tensor big = f.get("big");
+  REQUIRE(f.is_zero_copy("big"));
+  const long before = resident_bytes();
+  CHECK(sum(big).item<double>() == doctest::Approx(double(n) * double(n - 1) / 2).epsilon(1e-3));  // touches it
+  const long touched = resident_bytes();
+  CHECK(touched - before > (30l << 20));
+  f.release(big);
+  const long released = resident_bytes();
+  MESSAGE("resident: ", before >> 20, " MiB, touched ", touched >> 20, " MiB, released ", released >> 20, " MiB");
+  CHECK(touched - released > (30l << 20));
+  // Reading again brings the file's values back.
+  CHECK(big.to_vector<float>()[size_t(n) - 1] == float(n - 1));
+  CHECK(f.get("head").item<float>() == 7.f);
+  // Copies and in-memory buffers are left alone.
+  const Tensor copy = big.clone();
+  f.release(copy);
+  CHECK(copy.to_vector<float>()[12345] == 12345.f);
+}
+
 TEST_CASE("io: safetensors misaligned data is copied, and BOOL bytes are normalised") {
   // data_start = 8 + header length; one U8 byte first puts the F32 at an odd address.
   std::string header = R"({"u":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"

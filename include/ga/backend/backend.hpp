@@ -62,6 +62,12 @@ inline std::atomic<MixedPrecision>& mixed_precision_setting() {
   static std::atomic<MixedPrecision> p{MixedPrecision::Highest};
   return p;
 }
+/// The calling thread's override of the process-wide setting (0: none). Kernels read the
+/// precision once, in the thread that calls them, so an override covers their workers too.
+inline int& mixed_precision_override() {
+  thread_local int p = 0;
+  return p;
+}
 }  // namespace detail
 
 class Backend {
@@ -144,8 +150,28 @@ namespace ga {
 /// Sets the precision of mixed products (f32 or f16 with bf16 weights; see
 /// backend::MixedPrecision) for every thread, from now on.
 inline void set_mixed_matmul_precision(backend::MixedPrecision p) { backend::detail::mixed_precision_setting() = p; }
-/// The precision mixed products use now (Highest unless set).
-inline backend::MixedPrecision mixed_matmul_precision() { return backend::detail::mixed_precision_setting(); }
+/// The precision mixed products called from this thread use now: the innermost live
+/// MixedPrecisionScope's, else the process-wide setting (Highest unless set).
+inline backend::MixedPrecision mixed_matmul_precision() {
+  const int o = backend::detail::mixed_precision_override();
+  return o ? static_cast<backend::MixedPrecision>(o) : backend::detail::mixed_precision_setting().load();
+}
+
+/// Sets the precision of mixed products called from this thread while the scope lives (a
+/// model that holds bf16 weights runs its forward pass under one); restores the previous
+/// one on destruction. Other threads' products are unaffected.
+class MixedPrecisionScope {
+ public:
+  explicit MixedPrecisionScope(backend::MixedPrecision p) : saved_(backend::detail::mixed_precision_override()) {
+    backend::detail::mixed_precision_override() = static_cast<int>(p);
+  }
+  ~MixedPrecisionScope() { backend::detail::mixed_precision_override() = saved_; }
+  MixedPrecisionScope(const MixedPrecisionScope&) = delete;
+  MixedPrecisionScope& operator=(const MixedPrecisionScope&) = delete;
+
+ private:
+  int saved_;
+};
 }  // namespace ga
 
 namespace ga::backend {

@@ -4,6 +4,7 @@
 // hold a NoGradGuard; nothing here records onto the autograd tape.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -20,6 +21,10 @@ using Trace = std::vector<std::pair<std::string, Tensor>>;
 /// Tensors by OpenAI state-dict name.
 using TensorMap = std::map<std::string, Tensor>;
 
+/// Called by a loader's weight conversions with each original tensor once its converted copy
+/// exists (may be empty): Model::load drops the original's mapped pages.
+using WeightRelease = std::function<void(const Tensor&)>;
+
 namespace detail {
 
 /// The tensor `name` from `m`. Requires it present (KeyError naming it) and of a floating
@@ -32,15 +37,15 @@ inline const Tensor& weight_at(const TensorMap& m, const std::string& name) {
   return it->second;
 }
 
-/// The f32 values of a weight: the tensor itself when it is f32, else a converted copy.
-/// Converting f16/bf16 weights at every use costs one pass over the weight per forward (and
-/// a transient f32 copy of it); acceptable until the kernels read f16/bf16 directly.
+/// The f32 values of a small weight (norms, embeddings): the tensor itself when it is f32,
+/// else a converted copy. The products' weights are not converted: matmul, linear and conv2d
+/// take f16/bf16 weights directly (the mixed product, exact unless the forward pass runs
+/// under a lower MixedPrecisionScope; see LoadOptions).
 inline Tensor as_f32(const Tensor& t) { return !t.defined() || t.dtype() == DType::f32 ? t : t.to(DType::f32); }
 
-/// x @ w^T + b with a weight of any stored float dtype.
-inline Tensor linear_any(const Tensor& x, const Tensor& w, const Tensor& b) {
-  return linear(x, as_f32(w), as_f32(b));
-}
+/// x @ w^T + b with a weight of any stored float dtype (the bias in f32: with WeightMode::Bf16
+/// the weight may be bf16 while the bias is stored f16).
+inline Tensor linear_any(const Tensor& x, const Tensor& w, const Tensor& b) { return linear(x, w, as_f32(b)); }
 
 /// Layer norm over the last dim, OpenAI's eps 1e-5 (its LayerNorm subclass computes in f32).
 struct LayerNormWeights {

@@ -11,26 +11,29 @@ namespace ga::clip::detail {
 /// A convolution followed by an inference-mode BatchNorm, folded into one convolution with a
 /// bias: w' = w * s, b' = beta - mean * s per output channel, s = gamma / sqrt(var + eps).
 struct FoldedConv {
-  Tensor weight;  // [O, C, k, k] f32
+  Tensor weight;  // [O, C, k, k], f32 (or bf16 when the model holds bf16 weights)
   Tensor bias;    // [O] f32
   int64_t pad = 0;
 
   /// Folds `conv_name`.weight with the BatchNorm `bn_prefix` (eps 1e-5, PyTorch's default, as
-  /// OpenAI's model uses). Computed in f64 from the stored values and kept in f32 whatever
-  /// the stored dtype: the folded tensors are new memory either way, and f32 keeps the fold
-  /// from adding a rounding step.
+  /// OpenAI's model uses). The scale s is computed in f64 from the stored values; the weight
+  /// is scaled in f32 (one rounding more than an f64 product, and no f64 copy of every
+  /// convolution at load) and held as `dtype` (f32, or bf16 for the fast path). Calls
+  /// `done(original weight)` once the folded copy exists, so a loader can drop its pages.
   static FoldedConv fold(const TensorMap& m, const std::string& conv_name, const std::string& bn_prefix,
-                         int64_t pad) {
-    const Tensor w = weight_at(m, conv_name + ".weight").to(DType::f64);
+                         int64_t pad, DType dtype, const WeightRelease& done) {
+    const Tensor& w = weight_at(m, conv_name + ".weight");
     const Tensor gamma = weight_at(m, bn_prefix + ".weight").to(DType::f64);
     const Tensor beta = weight_at(m, bn_prefix + ".bias").to(DType::f64);
     const Tensor mean = weight_at(m, bn_prefix + ".running_mean").to(DType::f64);
     const Tensor var = weight_at(m, bn_prefix + ".running_var").to(DType::f64);
     const Tensor s = mul(gamma, rsqrt(var + 1e-5));
     FoldedConv c;
-    c.weight = mul(w, s.reshape({-1, 1, 1, 1})).to(DType::f32);
+    c.weight = mul(as_f32(w), s.to(DType::f32).reshape({-1, 1, 1, 1}));
+    if (dtype != DType::f32) c.weight = c.weight.to(dtype);
     c.bias = sub(beta, mul(mean, s)).to(DType::f32);
     c.pad = pad;
+    if (done) done(w);
     return c;
   }
 
@@ -86,23 +89,29 @@ struct ModifiedResNetWeights {
   std::vector<std::vector<BottleneckWeights>> stages;
   AttentionPoolWeights attnpool;
 
-  static ModifiedResNetWeights from(const TensorMap& m, const ClipConfig& cfg) {
+  /// The tower from OpenAI-named tensors, its convolutions folded and held as `conv_dtype`
+  /// (f32 or bf16); `done` is called with each original convolution weight once folded.
+  static ModifiedResNetWeights from(const TensorMap& m, const ClipConfig& cfg, DType conv_dtype,
+                                    const WeightRelease& done) {
     ModifiedResNetWeights r;
-    r.conv1 = FoldedConv::fold(m, "visual.conv1", "visual.bn1", 1);
-    r.conv2 = FoldedConv::fold(m, "visual.conv2", "visual.bn2", 1);
-    r.conv3 = FoldedConv::fold(m, "visual.conv3", "visual.bn3", 1);
+    auto fold = [&](const std::string& conv, const std::string& bn, int64_t pad) {
+      return FoldedConv::fold(m, conv, bn, pad, conv_dtype, done);
+    };
+    r.conv1 = fold("visual.conv1", "visual.bn1", 1);
+    r.conv2 = fold("visual.conv2", "visual.bn2", 1);
+    r.conv3 = fold("visual.conv3", "visual.bn3", 1);
     for (int stage = 0; stage < 4; ++stage) {
       std::vector<BottleneckWeights> blocks;
       for (int64_t b = 0; b < cfg.vision_layers[static_cast<size_t>(stage)]; ++b) {
         const std::string p = "visual.layer" + std::to_string(stage + 1) + "." + std::to_string(b);
         BottleneckWeights blk;
         blk.stride = (stage > 0 && b == 0) ? 2 : 1;
-        blk.conv1 = FoldedConv::fold(m, p + ".conv1", p + ".bn1", 0);
-        blk.conv2 = FoldedConv::fold(m, p + ".conv2", p + ".bn2", 1);
-        blk.conv3 = FoldedConv::fold(m, p + ".conv3", p + ".bn3", 0);
+        blk.conv1 = fold(p + ".conv1", p + ".bn1", 0);
+        blk.conv2 = fold(p + ".conv2", p + ".bn2", 1);
+        blk.conv3 = fold(p + ".conv3", p + ".bn3", 0);
         // Present exactly where OpenAI's Bottleneck builds it (check_shapes enforced that).
         blk.has_downsample = m.count(p + ".downsample.0.weight") != 0;
-        if (blk.has_downsample) blk.downsample = FoldedConv::fold(m, p + ".downsample.0", p + ".downsample.1", 0);
+        if (blk.has_downsample) blk.downsample = fold(p + ".downsample.0", p + ".downsample.1", 0);
         blocks.push_back(std::move(blk));
       }
       r.stages.push_back(std::move(blocks));

@@ -97,7 +97,7 @@ struct TextTransformerWeights {
     // ln_final over the whole sequence followed by the gather.
     Tensor pooled = ln_final(index_select(x.view({N * L, D}), 0, tensor(rows)));  // [N, D]
     if (trace) trace->emplace_back("text.pooled", pooled);
-    Tensor out = matmul(pooled, as_f32(text_projection));
+    Tensor out = matmul(pooled, text_projection);
     if (trace) trace->emplace_back("text", out);
     return out;
   }

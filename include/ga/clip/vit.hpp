@@ -35,7 +35,7 @@ struct VisionTransformerWeights {
   /// images [N, 3, R, R] f32 (checked by the caller) -> [N, embed] f32.
   Tensor forward(const Tensor& images, Trace* trace) const {
     const int64_t N = images.size(0), W = conv1.size(0);
-    Tensor x = conv2d(images, as_f32(conv1), Tensor(), {patch, patch});  // [N, W, g, g]
+    Tensor x = conv2d(images, conv1, Tensor(), {patch, patch});           // [N, W, g, g]
     if (trace) trace->emplace_back("visual.conv1", x);
     const int64_t P = x.size(2) * x.size(3);
     Tensor tokens = x.view({N, W, P}).permute({0, 2, 1});                 // [N, P, W]
@@ -47,7 +47,7 @@ struct VisionTransformerWeights {
     transformer.forward_inplace(x, heads, act, /*causal=*/false, trace, "visual.transformer");
     Tensor pooled = ln_post(x.select(1, 0));                              // [N, W]
     if (trace) trace->emplace_back("visual.ln_post", pooled);
-    Tensor out = matmul(pooled, as_f32(proj));
+    Tensor out = matmul(pooled, proj);
     if (trace) trace->emplace_back("visual", out);
     return out;
   }

@@ -42,7 +42,22 @@ struct ByteSource {
   const uint8_t* data = nullptr;
   size_t size = 0;
   std::shared_ptr<void> owner;  // the mapping or the vector; null for an empty file
+  bool file_mapped = false;     // owner is a file mapping (see release_pages)
 };
+
+/// Drops the memory pages that lie wholly inside [p, p + n) from this process's resident set,
+/// when `src` is a mapped file and the range is inside it; otherwise does nothing. For bytes
+/// the caller has finished with (a weight replaced by a converted copy): reading them again
+/// re-reads the file, so a change written through a tensor aliasing them would be lost.
+inline void release_pages(const ByteSource& src, const void* p, size_t n) {
+  const auto lo = reinterpret_cast<uintptr_t>(p), base = reinterpret_cast<uintptr_t>(src.data);
+  if (!src.file_mapped || lo < base || n > src.size || lo - base > src.size - n) return;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t first = (lo + page - 1) / page * page, last = (lo + n) / page * page;
+  // The mapping starts on a page boundary, so [first, last) is inside it. Advice only: a
+  // failure leaves the pages resident, which is harmless.
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
 
 /// Maps the regular file `path` (an empty file gives an empty source). IOError naming the
 /// path when it cannot be opened, is not a regular file, or cannot be mapped. A file changed or
@@ -78,6 +93,7 @@ inline ByteSource map_file(const std::string& path) {
   src.data = static_cast<const uint8_t*>(addr);
   src.size = size;
   src.owner = std::move(mapping);
+  src.file_mapped = true;
   return src;
 }
 

@@ -159,6 +159,13 @@ class SafetensorsFile {
         if (*q > 1) return false;
     return reinterpret_cast<uintptr_t>(p) % ti.element_size == 0;
   }
+  /// Tells the system this process is done with `t`, a tensor get() returned: the pages
+  /// holding only its bytes leave the resident set (re-read from the file if touched again).
+  /// A no-op for copies and in-memory buffers. For a loader that replaces a weight with a
+  /// converted copy, so that peak memory holds one of the two, not both.
+  void release(const Tensor& t) const {
+    if (t.defined() && t.is_contiguous()) release_pages(src_, t.raw_data(), size_t(t.numel()) * dtype_size(t.dtype()));
+  }
   /// The bytes the tensors point into: [data, data + size) is the whole file.
   const uint8_t* bytes() const { return src_.data; }
   size_t byte_size() const { return src_.size; }
