@@ -35,16 +35,32 @@ double env_double(const char* name, double dflt) {
   return s && *s ? std::atof(s) : dflt;
 }
 
-// One loaded model per name, shared by the benchmarks (loading is measured separately).
-std::map<std::string, std::shared_ptr<ga::clip::Model>>& models() {
-  static std::map<std::string, std::shared_ptr<ga::clip::Model>> m;
-  return m;
+using ga::clip::WeightMode;
+
+// One loaded model per name and weight mode, shared by the benchmarks (loading is measured
+// separately). The files hold f32 weights: AsStored is the f32 path, Bf16 the fast one.
+const ga::clip::Model& model(const std::string& name, WeightMode mode = WeightMode::AsStored) {
+  static std::map<std::pair<std::string, WeightMode>, std::shared_ptr<ga::clip::Model>> models;
+  auto& m = models[{name, mode}];
+  if (!m) m = std::make_shared<ga::clip::Model>(ga::clip::Model::load(ensure_model_file(spec(name)), {mode}));
+  return *m;
 }
 
-const ga::clip::Model& model(const std::string& name) {
-  auto& m = models()[name];
-  if (!m) m = std::make_shared<ga::clip::Model>(ga::clip::Model::load(ensure_model_file(spec(name))));
-  return *m;
+/// The smallest cosine similarity between matching rows of a and b ([N, D] f32).
+double min_row_cosine(const ga::Tensor& a, const ga::Tensor& b) {
+  const std::vector<float> x = a.contiguous().to_vector<float>(), y = b.contiguous().to_vector<float>();
+  const size_t D = size_t(a.size(1));
+  double worst = 1;
+  for (size_t r = 0; r * D < x.size(); ++r) {
+    double xy = 0, xx = 0, yy = 0;
+    for (size_t j = r * D; j < (r + 1) * D; ++j) {
+      xy += double(x[j]) * y[j];
+      xx += double(x[j]) * x[j];
+      yy += double(y[j]) * y[j];
+    }
+    worst = std::min(worst, xy / std::sqrt(xx * yy));
+  }
+  return worst;
 }
 
 void require_finite(const ga::Tensor& t, const std::string& what) {
@@ -63,23 +79,29 @@ void bench_load(benchmark::State& st, std::string name) {
   }
 }
 
-void bench_image(benchmark::State& st, std::string name, int64_t batch) {
+/// Images per second of encode_image at `batch`. In WeightMode::Bf16 also the counter
+/// cos_vs_f32: the smallest cosine between its embeddings and the f32 model's.
+void bench_image(benchmark::State& st, std::string name, int64_t batch, WeightMode mode) {
   const ModelSpec& s = spec(name);
-  const auto& m = model(name);
+  const auto& m = model(name, mode);
   ga::Generator g(7);
   const int64_t R = s.cfg.image_resolution;
   const ga::Tensor x = ga::randn({batch, 3, R, R}, g);
-  require_finite(m.encode_image(x), name + " encode_image");  // also the warm-up
+  const ga::Tensor first = m.encode_image(x);  // also the warm-up
+  require_finite(first, name + " encode_image");
+  if (mode == WeightMode::Bf16) st.counters["cos_vs_f32"] = min_row_cosine(first, model(name).encode_image(x));
   for (auto _ : st) benchmark::DoNotOptimize(m.encode_image(x).raw_data());
   st.counters["images/s"] = benchmark::Counter(double(batch), benchmark::Counter::kIsIterationInvariantRate);
   st.counters["GFLOP/s"] =
       benchmark::Counter(double(batch) * s.image_gflops, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void bench_text(benchmark::State& st, std::string name, bool full_length) {
-  const auto& m = model(name);
+void bench_text(benchmark::State& st, std::string name, bool full_length, WeightMode mode) {
+  const auto& m = model(name, mode);
   const ga::Tensor tokens = m.tokenize(prompts(64));
-  require_finite(m.encode_text(tokens, nullptr, full_length), name + " encode_text");
+  const ga::Tensor first = m.encode_text(tokens, nullptr, full_length);
+  require_finite(first, name + " encode_text");
+  if (mode == WeightMode::Bf16) st.counters["cos_vs_f32"] = min_row_cosine(first, model(name).encode_text(tokens));
   for (auto _ : st) benchmark::DoNotOptimize(m.encode_text(tokens, nullptr, full_length).raw_data());
   st.counters["texts/s"] = benchmark::Counter(64.0, benchmark::Counter::kIsIterationInvariantRate);
 }
@@ -175,15 +197,21 @@ int main(int argc, char** argv) {
     const std::string tag = file_tag(name);
     benchmark::RegisterBenchmark(("clip_load/" + tag).c_str(), bench_load, name)
         ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(1.0);
-    for (int64_t b : s.full ? std::vector<int64_t>{1, 16} : std::vector<int64_t>{1})
-      benchmark::RegisterBenchmark(("clip_image/" + tag + "/" + std::to_string(b)).c_str(), bench_image, name, b)
-          ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(tmin);
-    if (s.full) {
-      benchmark::RegisterBenchmark(("clip_text/" + tag + "/64").c_str(), bench_text, name, false)
-          ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(tmin);
-      benchmark::RegisterBenchmark(("clip_text_full/" + tag + "/64").c_str(), bench_text, name, true)
-          ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(tmin);
+    // f32 (clip_image, clip_text) and the reduced-precision path (clip_image_bf16, clip_text_bf16).
+    for (WeightMode mode : {WeightMode::AsStored, WeightMode::Bf16}) {
+      const std::string sfx = mode == WeightMode::Bf16 ? "_bf16" : "";
+      for (int64_t b : s.full ? std::vector<int64_t>{1, 16} : std::vector<int64_t>{1})
+        benchmark::RegisterBenchmark(("clip_image" + sfx + "/" + tag + "/" + std::to_string(b)).c_str(), bench_image,
+                                     name, b, mode)
+            ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(tmin);
+      if (s.full)
+        benchmark::RegisterBenchmark(("clip_text" + sfx + "/" + tag + "/64").c_str(), bench_text, name, false, mode)
+            ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(tmin);
     }
+    if (s.full)
+      benchmark::RegisterBenchmark(("clip_text_full/" + tag + "/64").c_str(), bench_text, name, true,
+                                   WeightMode::AsStored)
+          ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(tmin);
   }
   if (env_double("GA_CLIP_BENCH_GEMM", 1) != 0) {
     std::vector<int64_t> text_widths_done;  // RN50's and ViT-B/32's text towers are the same
