@@ -1,4 +1,5 @@
-// graphadapter.cpp: everything.
+// graphadapter.cpp: the engine (tensors, autograd, ops, nn, optimizers) and the file formats.
+// CLIP is one include more: ga/clip/clip.hpp.
 #pragma once
 #include "io/io.hpp"
 #include "nn/nn.hpp"

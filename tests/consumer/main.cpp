@@ -1,4 +1,5 @@
-// A user's program: includes <ga/ga.hpp>, runs a matmul + sum with autograd and a
+// A user's program: includes <ga/ga.hpp> and <ga/clip/clip.hpp> (installed headers and their
+// system dependencies, stb_image included, must be enough), runs a matmul + sum with autograd and a
 // gradcheck, and checks the values. The first block is the README's quick example,
 // verbatim: keep them in sync.
 #include <cmath>
@@ -6,6 +7,7 @@
 #include <iostream>
 #include <vector>
 
+#include <ga/clip/clip.hpp>
 #include <ga/ga.hpp>
 
 namespace {
@@ -73,6 +75,15 @@ int main() {
     std::cout << "cuda:0 -> DeviceError: " << e.what() << "\n";
   }
   check(threw, "a CUDA tensor throws DeviceError while the CUDA backend is a seam");
+
+  // CLIP through the umbrella header: a missing model file is an IOError naming it.
+  threw = false;
+  try {
+    ga::clip::Model::load("no-such-model.safetensors", {ga::clip::WeightMode::Bf16});
+  } catch (const ga::IOError& e) {
+    threw = std::string(e.what()).find("no-such-model.safetensors") != std::string::npos;
+  }
+  check(threw, "ga::clip::Model::load of a missing file throws IOError naming it");
 
   if (failures) return 1;
   std::cout << "consumer ok\n";
