@@ -23,8 +23,10 @@
 #include <string>
 #include <vector>
 
+#include "ga/clip/model.hpp"
 #include "ga/io/json.hpp"
 #include "ga/io/npy.hpp"
+#include "ga/io/preprocess.hpp"
 #include "ga/io/safetensors.hpp"
 #include "test_util.hpp"
 
@@ -281,6 +283,26 @@ TEST_CASE("cli: preprocess, encode-image, encode-text match the references") {
   Run r = run_ga(with({"preprocess", "--model", models().vit, "--out", dir.file("pre.npy")}, images));
   REQUIRE_MESSAGE(r.rc == 0, r.show());
   check_close(ga::io::load_npy(dir.file("pre.npy")), reference().get("vit.preprocess"), 1e-6, "preprocess");
+  // Palette and alpha images take OpenAI's order (resize and crop in the file's own mode, then
+  // RGB), which io::preprocess_clip(PilImage) implements and test_image checks against PIL;
+  // converting to RGB first (the old way) gives other values for these files.
+  {
+    const ga::clip::ClipConfig cfg = ga::clip::Model::load(models().vit).config();
+    const int R = static_cast<int>(cfg.image_resolution);
+    const std::array<float, 3> mean{float(cfg.image_mean[0]), float(cfg.image_mean[1]), float(cfg.image_mean[2])};
+    const std::array<float, 3> sd{float(cfg.image_std[0]), float(cfg.image_std[1]), float(cfg.image_std[2])};
+    const std::vector<std::string> odd = {kImages + "rgba8_edges.png", kImages + "palette8.png"};
+    r = run_ga(with({"preprocess", "--model", models().vit, "--out", dir.file("odd.npy")}, odd));
+    REQUIRE_MESSAGE(r.rc == 0, r.show());
+    const Tensor got = ga::io::load_npy(dir.file("odd.npy"));
+    for (size_t i = 0; i < odd.size(); ++i) {
+      INFO(odd[i]);
+      const Tensor want = ga::io::preprocess_clip(ga::io::open_image(odd[i]), R, mean, sd);
+      const Tensor rgb_first = ga::io::preprocess_clip(ga::io::load_image(odd[i]), R);
+      CHECK(ga::max(ga::abs(ga::sub(got.select(0, int64_t(i)), want))).item<float>() == 0.0f);
+      CHECK(ga::max(ga::abs(ga::sub(want, rgb_first))).item<float>() > 0.01f);
+    }
+  }
 
   for (const char* kind : {"resnet", "vit"}) {
     INFO(kind);

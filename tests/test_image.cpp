@@ -1,7 +1,9 @@
 // Image decoding and CLIP preprocessing against PIL: the fixtures in
 // tests/fixtures/images (made by tests/fixtures/gen_image_fixtures.py, see cases.txt)
-// hold PIL's decoded RGB, resized, cropped and normalised outputs; PNG-family inputs
-// must match exactly, JPEG within a stated tolerance. Bad files must give IOError.
+// hold PIL's modes and decoded RGB, and the resized, cropped and normalised outputs of
+// OpenAI's pipeline, which resizes in the image's own PIL mode before converting to RGB;
+// PNG, BMP, GIF and PNM inputs must match exactly, JPEG within a stated tolerance. Bad
+// files must give IOError.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -9,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -156,66 +159,128 @@ TEST_CASE("image: JPEG decode is within tolerance of PIL (libjpeg)") {
   }
 }
 
-TEST_CASE("image: bicubic resize matches PIL Image.resize exactly (up, down, extreme ratios)") {
+TEST_CASE("image: open_image gives the mode PIL's Image.open gives") {
+  const auto list = cases("mode");
+  CHECK(list.size() >= 40);
+  for (const auto& c : list) {
+    CAPTURE(c[1]);
+    const ga::io::PilImage img = ga::io::open_image(kImageDir + c[1]);
+    CHECK(std::string(ga::io::pil_mode_name(img.mode)) == c[2]);
+    const size_t n = size_t(img.width) * size_t(img.height);
+    CHECK(img.pixels.size() == n * size_t(ga::io::pil_bands(img.mode)));
+    CHECK(img.values.size() == (img.mode == ga::io::PilMode::I ? n : 0));
+  }
+}
+
+namespace {
+
+// True for the modes where resizing in the image's mode and resizing its RGB conversion
+// agree (PIL resizes both with the same uint8 bicubic): the convert-first Image API must
+// then give the same pixels as the mode-aware one.
+bool rgb_like(const std::string& file) {
+  const ga::io::PilMode m = ga::io::open_image(kImageDir + file).mode;
+  return m == ga::io::PilMode::RGB || m == ga::io::PilMode::L;
+}
+
+}  // namespace
+
+TEST_CASE("image: bicubic resize matches PIL Image.resize in the image's mode exactly (up, down, extreme ratios)") {
   const auto list = cases("resize");
-  CHECK(list.size() >= 10);
+  CHECK(list.size() >= 18);
   for (const auto& c : list) {
     CAPTURE(c[1]);
     CAPTURE(c[2]);
     CAPTURE(c[3]);
-    const ga::io::Image src = ga::io::load_image(kImageDir + c[1]);
-    const ga::io::Image got = ga::io::resize_bicubic(src, std::stoi(c[2]), std::stoi(c[3]));
-    const Diff d = compare(got, reference_image(c[4]));
-    CHECK(d.mismatches == 0);
+    const int w = std::stoi(c[2]), h = std::stoi(c[3]);
+    const ga::io::Image want = reference_image(c[4]);
+    const ga::io::PilImage got = ga::io::resize_bicubic(ga::io::open_image(kImageDir + c[1]), w, h);
+    CHECK(got.width == w);
+    CHECK(got.height == h);
+    CHECK(compare(ga::io::to_rgb(got), want).mismatches == 0);
+    if (rgb_like(c[1]))
+      CHECK(compare(ga::io::resize_bicubic(ga::io::load_image(kImageDir + c[1]), w, h), want).mismatches == 0);
   }
 }
 
 TEST_CASE("image: resize_shorter_side matches torchvision Resize(size) on PIL exactly") {
   const auto list = cases("shorter");
-  CHECK(list.size() >= 8);
+  CHECK(list.size() >= 30);
   for (const auto& c : list) {
     CAPTURE(c[1]);
     CAPTURE(c[2]);
-    const ga::io::Image got = ga::io::resize_shorter_side(ga::io::load_image(kImageDir + c[1]), std::stoi(c[2]));
+    const int size = std::stoi(c[2]);
+    const ga::io::Image want = reference_image(c[5]);
+    const ga::io::Image got = ga::io::to_rgb(ga::io::resize_shorter_side(ga::io::open_image(kImageDir + c[1]), size));
     CHECK(got.width == std::stoi(c[3]));
     CHECK(got.height == std::stoi(c[4]));
-    const Diff d = compare(got, reference_image(c[5]));
-    CHECK(d.mismatches == 0);
+    CHECK(compare(got, want).mismatches == 0);
+    if (rgb_like(c[1]))
+      CHECK(compare(ga::io::resize_shorter_side(ga::io::load_image(kImageDir + c[1]), size), want).mismatches == 0);
   }
 }
 
-TEST_CASE("image: resize + center crop matches torchvision Resize + CenterCrop exactly") {
+TEST_CASE("image: Resize + CenterCrop + convert(\"RGB\") matches OpenAI's pipeline exactly in every mode") {
   const auto list = cases("crop");
-  CHECK(list.size() >= 15);
+  CHECK(list.size() >= 65);
   for (const auto& c : list) {
     CAPTURE(c[1]);
     CAPTURE(c[2]);
     const int size = std::stoi(c[2]);
-    const ga::io::Image got =
-        ga::io::center_crop(ga::io::resize_shorter_side(ga::io::load_image(kImageDir + c[1]), size), size);
-    const Diff d = compare(got, reference_image(c[3]));
+    const ga::io::Image want = reference_image(c[3]);
+    const ga::io::Image got = ga::io::to_rgb(
+        ga::io::center_crop(ga::io::resize_shorter_side(ga::io::open_image(kImageDir + c[1]), size), size));
+    const Diff d = compare(got, want);
     CHECK(d.mismatches == 0);
+    if (rgb_like(c[1])) {
+      const ga::io::Image rgb_first =
+          ga::io::center_crop(ga::io::resize_shorter_side(ga::io::load_image(kImageDir + c[1]), size), size);
+      CHECK(compare(rgb_first, want).mismatches == 0);
+    }
   }
 }
 
-TEST_CASE("image: preprocess_clip matches ToTensor + Normalize within 1e-6") {
+TEST_CASE("image: converting to RGB first would miss the references for P, 1, LA, RGBA and I images") {
+  // The fixtures can tell the two orders apart: for each mode whose resize is not plain
+  // uint8 bicubic, some crop case differs when the image is converted to RGB first.
+  std::map<std::string, size_t> differing;
+  for (const auto& c : cases("crop")) {
+    const ga::io::PilImage img = ga::io::open_image(kImageDir + c[1]);
+    if (img.mode == ga::io::PilMode::RGB || img.mode == ga::io::PilMode::L) continue;
+    const int size = std::stoi(c[2]);
+    const ga::io::Image rgb_first = ga::io::center_crop(ga::io::resize_shorter_side(ga::io::to_rgb(img), size), size);
+    differing[ga::io::pil_mode_name(img.mode)] += compare(rgb_first, reference_image(c[3])).mismatches > 0;
+  }
+  for (const char* mode : {"P", "1", "LA", "RGBA", "I"}) {
+    CAPTURE(mode);
+    CHECK(differing[mode] >= 1);
+  }
+}
+
+TEST_CASE("image: preprocess_clip matches OpenAI's _transform (ToTensor + Normalize) within 1e-6") {
   const auto list = cases("norm");
-  CHECK(list.size() >= 2);
+  CHECK(list.size() >= 13);
   for (const auto& c : list) {
     CAPTURE(c[1]);
     CAPTURE(c[2]);
     const int size = std::stoi(c[2]);
-    const ga::Tensor t = ga::io::preprocess_clip(ga::io::load_image(kImageDir + c[1]), size);
-    REQUIRE(t.dtype() == ga::DType::f32);
-    REQUIRE(t.shape() == ga::Shape{3, size, size});
     const Npy ref = read_npy(kImageDir + c[3]);
     REQUIRE(ref.descr == "<f4");
     REQUIRE(ref.count() == size_t(3 * size * size));
     const float* want = reinterpret_cast<const float*>(ref.data.data());
-    const float* got = t.data_ptr<float>();
-    float worst = 0;
-    for (size_t i = 0; i < ref.count(); ++i) worst = std::max(worst, std::fabs(got[i] - want[i]));
-    CHECK(worst <= 1e-6f);
+    auto worst_diff = [&](const ga::Tensor& t) {
+      REQUIRE(t.dtype() == ga::DType::f32);
+      REQUIRE(t.shape() == ga::Shape{3, size, size});
+      const float* got = t.data_ptr<float>();
+      float worst = 0;
+      for (size_t i = 0; i < ref.count(); ++i) worst = std::max(worst, std::fabs(got[i] - want[i]));
+      return worst;
+    };
+    const ga::io::PilImage img = ga::io::open_image(kImageDir + c[1]);
+    CHECK(worst_diff(ga::io::preprocess_clip(img, size)) <= 1e-6f);
+    std::vector<float> into(size_t(3 * size * size));
+    ga::io::preprocess_clip_into(img, size, into.data());
+    CHECK(std::memcmp(into.data(), ga::io::preprocess_clip(img, size).data_ptr<float>(), into.size() * 4) == 0);
+    if (rgb_like(c[1])) CHECK(worst_diff(ga::io::preprocess_clip(ga::io::load_image(kImageDir + c[1]), size)) <= 1e-6f);
   }
 }
 
@@ -240,12 +305,41 @@ TEST_CASE("image: center crop uses Python's round-half-even offsets") {
   CHECK(c.at(0, 0, 0) == 42);
 }
 
-TEST_CASE("image: 16-bit grey PNG is clamped to 255 like PIL's I;16 -> RGB") {
-  // Not a rescale: PIL keeps I;16 values and clips on conversion. Checked on the fixture
-  // whose first row holds 0, 1, 254, 255, 256, 65535.
+TEST_CASE("image: 16-bit grey PNG opens as mode I with its raw values; RGB clamps them to 255") {
+  // Not a rescale: PIL keeps the 16-bit values and clips on conversion. Checked on the
+  // fixture whose first row holds 0, 1, 254, 255, 256, 65535.
+  const ga::io::PilImage raw = ga::io::open_image(kImageDir + "grey16.png");
+  REQUIRE(raw.mode == ga::io::PilMode::I);
+  const int32_t values[6] = {0, 1, 254, 255, 256, 65535};
+  for (int x = 0; x < 6; ++x) CHECK(raw.values[size_t(x)] == values[x]);
   const ga::io::Image img = ga::io::load_image(kImageDir + "grey16.png");
   const int want[6] = {0, 1, 254, 255, 255, 255};
   for (int x = 0; x < 6; ++x) CHECK(img.at(x, 0, 0) == want[x]);
+}
+
+TEST_CASE("image: resizing to the same size changes nothing, in every mode (no premultiplication round trip)") {
+  // PIL's resize returns a copy when the size is unchanged (and torchvision does not call
+  // it): RGBA pixels with partial alpha must keep colours a premultiply round trip loses.
+  for (const std::string name : {"rgba8_edges.png", "greyalpha8_edges.png", "palette8.png", "grey16_edges.png"}) {
+    CAPTURE(name);
+    const ga::io::PilImage img = ga::io::open_image(kImageDir + name);
+    const ga::io::PilImage same = ga::io::resize_bicubic(img, img.width, img.height);
+    CHECK(same.pixels == img.pixels);
+    CHECK(same.values == img.values);
+  }
+}
+
+TEST_CASE("image: decode_image is open_image then to_rgb") {
+  for (const std::string name : {"palette8_trns.png", "rgba16_edges.png", "greyalpha16.png", "grey16.pgm",
+                                 "transparent.gif", "greyramp.gif", "bilevel1.bmp", "rgb420.jpg"}) {
+    CAPTURE(name);
+    const std::vector<uint8_t> b = read_bytes(kImageDir + name);
+    const ga::io::Image a = ga::io::decode_image(b.data(), b.size(), name);
+    const ga::io::Image c = ga::io::to_rgb(ga::io::open_image(b.data(), b.size(), name));
+    CHECK(a.width == c.width);
+    CHECK(a.height == c.height);
+    CHECK(a.pixels == c.pixels);
+  }
 }
 
 TEST_CASE("image: unreadable, empty, corrupt, truncated and non-image files give IOError naming the file") {
@@ -307,6 +401,12 @@ TEST_CASE("image: zero and negative sizes give ValueError") {
   CHECK_THROWS_AS(ga::io::center_crop(img, 48), ga::ValueError);  // taller than the image
   CHECK_THROWS_AS(ga::io::preprocess_clip(img, 0), ga::ValueError);
   CHECK_THROWS_AS(ga::io::resize_shorter_side(ga::io::Image{}, 4), ga::ValueError);
+  const ga::io::PilImage p = ga::io::open_image(kImageDir + "palette8.png");  // 37 x 29
+  CHECK_THROWS_AS(ga::io::resize_shorter_side(p, 0), ga::ValueError);
+  CHECK_THROWS_AS(ga::io::resize_bicubic(p, 0, 5), ga::ValueError);
+  CHECK_THROWS_AS(ga::io::center_crop(p, 30), ga::ValueError);
+  CHECK_THROWS_AS(ga::io::preprocess_clip(p, 0), ga::ValueError);
+  CHECK_THROWS_AS(ga::io::resize_shorter_side(ga::io::PilImage{}, 4), ga::ValueError);
 }
 
 namespace {

@@ -147,9 +147,8 @@ ga::Tensor preprocess_images(const std::vector<std::string>& images, size_t begi
   for (int64_t i = 0; i < n; ++i) {
     try {
       const std::string& path = images[begin + static_cast<size_t>(i)];
-      const ga::io::Image img = ga::io::center_crop(
-          ga::io::resize_shorter_side(ga::io::load_image(path), static_cast<int>(R)), static_cast<int>(R));
-      ga::io::to_normalized_chw(img, dst + i * 3 * R * R, mean, std);
+      // OpenAI's order: resize and crop in the mode PIL opens the file in, then RGB.
+      ga::io::preprocess_clip_into(ga::io::open_image(path), static_cast<int>(R), dst + i * 3 * R * R, mean, std);
     } catch (...) {
       errors[static_cast<size_t>(i)] = std::current_exception();
     }

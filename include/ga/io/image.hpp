@@ -1,8 +1,11 @@
-// Image decoding: PNG, JPEG, BMP, GIF (first frame) and binary PNM (P5/P6) to 8-bit RGB,
-// with the pixel values PIL's `Image.open(path).convert("RGB")` gives, so that CLIP's
-// preprocessing (ga/io/preprocess.hpp) can match the Python pipeline exactly.
+// Image decoding: PNG, JPEG, BMP, GIF (first frame) and binary PNM (P5/P6), either in the
+// mode PIL's `Image.open` gives (open_image: grey, grey+alpha, palette, 16-bit, ...) or as
+// 8-bit RGB equal to PIL's `Image.open(path).convert("RGB")` (decode_image, load_image).
+// The mode matters because CLIP's pipeline resizes before it converts to RGB, and PIL
+// resizes each mode its own way (ga/io/preprocess.hpp). This header is the one place that
+// knows which mode PIL gives each file and how convert("RGB") maps each mode.
 // Decoding is stb_image's (a system dependency, included as <stb_image.h>); the places
-// where stb and PIL disagree are corrected here and named in decode_image's contract.
+// where stb and PIL disagree are corrected here and named in open_image's contract.
 #pragma once
 #include <algorithm>
 #include <climits>
@@ -33,6 +36,99 @@ struct Image {
     return pixels[(size_t(y) * size_t(width) + size_t(x)) * size_t(channels) + size_t(c)];
   }
 };
+
+/// The modes PIL (Debian's Pillow 9.4, the reference) opens our formats in, and how a
+/// PilImage stores each:
+///   bilevel  PIL "1": 1-bit PNG, 2-colour black/white BMP. 1 band, 0 or 255.
+///   L        8-bit grey (also 2/4-bit PNG, scaled; identity-grey-palette BMP and GIF). 1 band.
+///   P        palette: PNG colour type 3, BMP of <= 8 bits, GIF. 3 bands holding each
+///            pixel's palette colour, not its index (stb expands palettes and never
+///            returns indices; everything CLIP's pipeline does to P, nearest resampling,
+///            cropping and convert("RGB"), selects or maps whole pixels, so colours give
+///            the result indices would).
+///   I        32-bit integer grey: 16-bit grey PNG (raw values), 16-bit PGM (scaled to
+///            0..65535). Stored in `values`, not `pixels`. (Newer Pillow, 12.3 and 13.0
+///            checked, opens 16-bit grey PNG as "I;16": see resize_bicubic(PilImage).)
+///   LA       grey + alpha, 8-bit PNG. 2 bands.
+///   RGB      3 bands: 8/16-bit RGB PNG (16-bit keeps the high byte), 24/32-bit BMP,
+///            PPM, colour JPEG.
+///   RGBA     4 bands: 8/16-bit RGBA PNG and 16-bit grey+alpha PNG (PIL opens that as
+///            RGBA with R = G = B = grey, high bytes).
+enum class PilMode { bilevel, L, P, I, LA, RGB, RGBA };
+
+/// PIL's name for `mode` ("1", "L", "P", "I", "LA", "RGB", "RGBA").
+inline const char* pil_mode_name(PilMode mode) {
+  switch (mode) {
+    case PilMode::bilevel: return "1";
+    case PilMode::L: return "L";
+    case PilMode::P: return "P";
+    case PilMode::I: return "I";
+    case PilMode::LA: return "LA";
+    case PilMode::RGB: return "RGB";
+    case PilMode::RGBA: return "RGBA";
+  }
+  return "?";
+}
+
+/// Bytes per pixel in PilImage::pixels for `mode` (0 for I, whose samples are `values`).
+inline int pil_bands(PilMode mode) {
+  switch (mode) {
+    case PilMode::bilevel: case PilMode::L: return 1;
+    case PilMode::LA: return 2;
+    case PilMode::P: case PilMode::RGB: return 3;
+    case PilMode::RGBA: return 4;
+    case PilMode::I: return 0;
+  }
+  return 0;
+}
+
+/// An image in the mode PIL opens it in (see PilMode for the storage of each mode).
+/// Invariant: pixels.size() == width * height * pil_bands(mode), and values.size() ==
+/// width * height when mode == I (empty otherwise).
+struct PilImage {
+  PilMode mode = PilMode::RGB;
+  int width = 0;
+  int height = 0;
+  std::vector<uint8_t> pixels;
+  std::vector<int32_t> values;
+};
+
+/// PIL's `convert("RGB")`: grey (L, 1) is replicated, alpha dropped (not composited), P
+/// already holds its colours, I is clamped to 0..255 (not rescaled) and replicated.
+inline Image to_rgb(const PilImage& in) {
+  Image out;
+  out.width = in.width;
+  out.height = in.height;
+  out.channels = 3;
+  const size_t n = size_t(in.width) * size_t(in.height);
+  if (in.mode == PilMode::RGB || in.mode == PilMode::P) {
+    out.pixels = in.pixels;
+    return out;
+  }
+  out.pixels.resize(n * 3);
+  const int bands = pil_bands(in.mode);
+  for (size_t i = 0; i < n; ++i) {
+    uint8_t* dst = &out.pixels[i * 3];
+    if (in.mode == PilMode::I) {
+      std::fill_n(dst, 3, uint8_t(std::clamp<int32_t>(in.values[i], 0, 255)));
+    } else if (in.mode == PilMode::RGBA) {
+      std::copy_n(&in.pixels[i * 4], 3, dst);
+    } else {  // bilevel, L, LA: the grey band first
+      std::fill_n(dst, 3, in.pixels[i * size_t(bands)]);
+    }
+  }
+  return out;
+}
+
+/// to_rgb, reusing the pixel buffer where the mode already stores RGB (RGB, P).
+inline Image to_rgb(PilImage&& in) {
+  if (in.mode != PilMode::RGB && in.mode != PilMode::P) return to_rgb(static_cast<const PilImage&>(in));
+  Image out;
+  out.width = in.width;
+  out.height = in.height;
+  out.pixels = std::move(in.pixels);
+  return out;
+}
 
 /// Largest image decode_image accepts by default (width * height): 2^28 pixels is
 /// 768 MiB of RGB, far beyond any photo, and keeps a hostile header from making us
@@ -297,27 +393,107 @@ inline std::vector<uint8_t> png_without_empty_idat(const uint8_t* d, size_t size
   return out;
 }
 
+/// A PNG's IHDR bit depth and colour type; -1, -1 when the first chunk is not IHDR.
+struct PngHeader {
+  int bit_depth = -1;
+  int color_type = -1;
+};
+
+inline PngHeader png_header(const uint8_t* d, size_t size) {
+  PngHeader h;
+  if (size >= 26 && std::equal(d + 12, d + 16, "IHDR")) h.bit_depth = d[24], h.color_type = d[25];
+  return h;
+}
+
+/// PIL's mode for a PNG (PngImagePlugin's table); a PNG without a leading IHDR (Apple's
+/// CgBI, which PIL cannot open) goes by stb's channel count.
+inline PilMode png_mode(const PngHeader& h, int stb_comp) {
+  switch (h.color_type) {
+    case 0: return h.bit_depth == 1 ? PilMode::bilevel : h.bit_depth == 16 ? PilMode::I : PilMode::L;
+    case 2: return PilMode::RGB;
+    case 3: return PilMode::P;
+    case 4: return h.bit_depth == 16 ? PilMode::RGBA : PilMode::LA;
+    case 6: return PilMode::RGBA;
+    default: break;
+  }
+  return stb_comp == 1 ? PilMode::L : stb_comp == 2 ? PilMode::LA : stb_comp == 4 ? PilMode::RGBA : PilMode::RGB;
+}
+
+/// PIL's mode for a BMP stb accepted (BmpImagePlugin): up to 8 bits per pixel is P,
+/// except when the first `colors` palette entries (the header's count, else 2^bits) are
+/// the grey ramp 0, 1, 2, ... (L) or, for 2 colours, black then white (bilevel); 32 bits
+/// with BI_BITFIELDS and an alpha mask is RGBA; anything else is RGB.
+inline PilMode bmp_mode(const uint8_t* d, size_t size) {
+  auto u16 = [&](size_t p) { return uint32_t(d[p]) | (uint32_t(d[p + 1]) << 8); };
+  auto u32 = [&](size_t p) { return u16(p) | (u16(p + 2) << 16); };
+  if (size < 18) return PilMode::RGB;
+  const uint32_t dib = u32(14);
+  uint32_t bits = 0, colors = 0, compression = 0;
+  size_t entry = 4;  // palette entry size: BGRX, or BGR for the OS/2 header
+  if (dib == 12 && size >= 26) {
+    bits = u16(24);
+    entry = 3;
+  } else if (dib >= 40 && size >= 54) {
+    bits = u16(28);
+    compression = u32(30);
+    colors = u32(46);
+  } else {
+    return PilMode::RGB;
+  }
+  if (bits == 32 && compression == 3)  // alpha mask: only headers longer than 40 bytes have one
+    return dib > 40 && size >= 70 && u32(66) != 0 ? PilMode::RGBA : PilMode::RGB;
+  if (bits > 8) return PilMode::RGB;
+  if (colors == 0) colors = uint32_t(1) << bits;
+  const size_t palette = 14 + size_t(dib);
+  bool grey = true;
+  for (uint32_t i = 0; i < colors && grey; ++i) {
+    const uint32_t want = colors == 2 ? (i == 0 ? 0 : 255) : (i & 255);
+    const size_t p = palette + size_t(i) * entry;
+    grey = p + 3 <= size && d[p] == want && d[p + 1] == want && d[p + 2] == want;
+  }
+  return !grey ? PilMode::P : colors == 2 ? PilMode::bilevel : PilMode::L;
+}
+
+/// True when a GIF colour table is PIL's "not needed" palette: entry i is (i, i, i) for
+/// every entry (an empty table included); PIL then opens the frame as L, not P.
+inline bool gif_palette_is_grey_ramp(const std::vector<uint8_t>& palette) {
+  for (size_t i = 0; i + 2 < palette.size(); i += 3)
+    if (palette[i] != i / 3 || palette[i + 1] != i / 3 || palette[i + 2] != i / 3) return false;
+  return true;
+}
+
+/// Keeps band 0 of every `bands`-byte pixel (grey from stb's replicated RGB).
+inline std::vector<uint8_t> first_band(const uint8_t* src, size_t npix, int bands) {
+  std::vector<uint8_t> out(npix);
+  for (size_t i = 0; i < npix; ++i) out[i] = src[i * size_t(bands)];
+  return out;
+}
+
 }  // namespace detail
 
-/// Decodes an encoded image held in memory to 8-bit RGB; `name` (a path, usually) is
-/// only used in error messages.
-/// Ensures the pixels equal PIL's `Image.open(...).convert("RGB")`:
-///  - grey is replicated, alpha is dropped (not composited), palettes are expanded;
+/// Decodes an encoded image held in memory in the mode PIL's `Image.open` gives it (see
+/// PilMode); `name` (a path, usually) is only used in error messages.
+/// Ensures to_rgb(result) equals PIL's `Image.open(...).convert("RGB")`, and the mode and
+/// samples equal what PIL holds before the conversion:
 ///  - 16-bit RGB / RGBA / grey+alpha PNG keep the high byte of each sample (PIL's
-///    "RGB;16B"-style unpacking; stb does the same);
-///  - 16-bit grey PNG: PIL opens it as mode "I;16" and convert("RGB") clamps each value
-///    to 255 (it does not rescale), so 1000 becomes 255; we do the same;
+///    "RGB;16B"-style unpacking; stb does the same); 16-bit grey PNG keeps all 16 bits
+///    (mode I);
 ///  - PNM with maxval != 255: round(v / maxval * 255) (half to even), capped at 255; for
-///    16-bit grey PNM PIL scales to 0..65535 first and then clamps at 255, reproduced;
+///    16-bit grey PNM (mode I) PIL scales to 0..65535 instead (maxval 65535 is read as
+///    stored), reproduced;
 ///  - GIF: first frame; pixels of the transparent index, and pixels outside the first
 ///    frame's rectangle, get PIL's colour (palette entry of the transparent index, or of
-///    index 0), where stb would leave them black;
+///    index 0), where stb would leave them black; a grey-ramp colour table gives L;
+///  - BMP: palette images are P, L or bilevel by PIL's palette test (detail::bmp_mode);
+///    for a 32-bit BMP with an alpha mask (RGBA) whose alpha is all zero, stb (and so
+///    this) makes it opaque where PIL keeps it transparent;
 ///  - JPEG: stb's decoder (IDCT and chroma upsampling) is not libjpeg's, so values
-///    differ from PIL by a few levels; no EXIF rotation is applied (PIL does not either).
+///    differ from PIL by a few levels; no EXIF rotation is applied (PIL does not either);
+///    CMYK JPEGs come back as RGB (PIL keeps CMYK).
 /// Throws IOError naming `name` on empty, corrupt, truncated, unsupported (TGA, PSD,
 /// plain-text PNM, 1-bit PBM, ...) data, and on images with more than `max_pixels` pixels.
-inline Image decode_image(const uint8_t* data, size_t size, const std::string& name,
-                          int64_t max_pixels = kMaxImagePixels) {
+inline PilImage open_image(const uint8_t* data, size_t size, const std::string& name,
+                           int64_t max_pixels = kMaxImagePixels) {
   GA_CHECK(size > 0 && data != nullptr, IOError, "image: cannot decode '", name, "': empty file");
   GA_CHECK(size <= size_t(INT_MAX), IOError, "image: cannot decode '", name, "': file larger than 2 GiB");
   int len = int(size);
@@ -339,24 +515,27 @@ inline Image decode_image(const uint8_t* data, size_t size, const std::string& n
              "': truncated PNM data (", size - hdr.data_offset, " bytes, need ", nsamples * bytes_per_sample, ")");
     // PIL: maxval 255 is copied; other maxvals scale to round(v / maxval * out_max)
     // (half to even), capped at out_max, where out_max is 255, or 65535 for grey with
-    // maxval > 255 (mode "I"; P5 with maxval 65535 is read as stored); convert("RGB")
-    // then clamps mode "I" values to 255.
-    const bool grey_wide = hdr.channels == 1 && hdr.maxval > 255;
-    const double out_max = grey_wide ? 65535.0 : 255.0;
+    // maxval > 255 (mode I; P5 with maxval 65535 is read as stored).
+    const bool wide = hdr.channels == 1 && hdr.maxval > 255;
+    const double out_max = wide ? 65535.0 : 255.0;
     const uint8_t* src = data + hdr.data_offset;
-    Image img;
+    PilImage img;
+    img.mode = wide ? PilMode::I : hdr.channels == 1 ? PilMode::L : PilMode::RGB;
     img.width = int(hdr.width);
     img.height = int(hdr.height);
-    img.pixels.resize(npix * 3);
-    for (size_t i = 0; i < npix; ++i) {
-      for (int c = 0; c < 3; ++c) {
-        const size_t s = i * size_t(hdr.channels) + size_t(hdr.channels == 1 ? 0 : c);
-        const uint32_t v = bytes_per_sample == 2 ? (uint32_t(src[2 * s]) << 8) | src[2 * s + 1] : src[s];
-        double scaled = double(v);
-        if (hdr.maxval != 255 && !(grey_wide && hdr.maxval == 65535))
-          scaled = std::min(out_max, std::nearbyint(double(v) / double(hdr.maxval) * out_max));
-        img.pixels[i * 3 + size_t(c)] = uint8_t(std::min(scaled, 255.0));
-      }
+    if (wide)
+      img.values.resize(npix);
+    else
+      img.pixels.resize(nsamples);
+    for (size_t s = 0; s < nsamples; ++s) {
+      const uint32_t v = bytes_per_sample == 2 ? (uint32_t(src[2 * s]) << 8) | src[2 * s + 1] : src[s];
+      double scaled = double(v);
+      if (hdr.maxval != 255 && !(wide && hdr.maxval == 65535))
+        scaled = std::min(out_max, std::nearbyint(double(v) / double(hdr.maxval) * out_max));
+      if (wide)
+        img.values[s] = int32_t(scaled);
+      else
+        img.pixels[s] = uint8_t(scaled);
     }
     return img;
   }
@@ -366,7 +545,8 @@ inline Image decode_image(const uint8_t* data, size_t size, const std::string& n
     GA_CHECK(why.empty(), IOError, "image: cannot decode '", name, "': corrupt JPEG (", why, ")");
   }
   std::vector<uint8_t> png_copy;
-  if (detail::is_png(data, size)) png_copy = detail::png_without_empty_idat(data, size);
+  const bool png = detail::is_png(data, size);
+  if (png) png_copy = detail::png_without_empty_idat(data, size);
   if (!png_copy.empty()) data = png_copy.data(), size = png_copy.size(), len = int(size);
 
   int w = 0, h = 0, comp = 0;
@@ -376,44 +556,76 @@ inline Image decode_image(const uint8_t* data, size_t size, const std::string& n
   GA_CHECK(int64_t(w) * int64_t(h) <= max_pixels, IOError, "image: '", name, "' is too large (", w, "x", h,
            " pixels; the limit is ", max_pixels, ")");
 
-  GA_CHECK(!detail::starts_with(data, size, "BM") || detail::bmp_data_complete(data, size), IOError,
-           "image: cannot decode '", name, "': truncated BMP data");
+  const bool bmp = detail::starts_with(data, size, "BM");
+  GA_CHECK(!bmp || detail::bmp_data_complete(data, size), IOError, "image: cannot decode '", name,
+           "': truncated BMP data");
 
-  Image img;
+  PilImage img;
   img.width = w;
   img.height = h;
-  img.channels = 3;
   const size_t npix = size_t(w) * size_t(h);
   int got_w = 0, got_h = 0, got_comp = 0;
   auto check_size = [&](const void* p) {
     if (!p) detail::throw_decode_error(name, "corrupt or truncated data");
     GA_CHECK(got_w == w && got_h == h, IOError, "image: cannot decode '", name, "': inconsistent size");
   };
-
-  if (comp == 1 && detail::is_png(data, size) && stbi_is_16_bit_from_memory(data, len)) {
-    // PIL opens 16-bit grey PNG as mode "I;16" and convert("RGB") clamps each value to
-    // 255 (no rescaling), where stb would keep the high byte.
-    std::unique_ptr<stbi_us, detail::StbFree> raw(stbi_load_16_from_memory(data, len, &got_w, &got_h, &got_comp, 1));
+  auto load8 = [&](int channels) {
+    std::unique_ptr<stbi_uc, detail::StbFree> raw(
+        stbi_load_from_memory(data, len, &got_w, &got_h, &got_comp, channels));
     check_size(raw.get());
-    img.pixels.resize(npix * 3);
-    for (size_t i = 0; i < npix; ++i)
-      std::fill_n(img.pixels.begin() + std::ptrdiff_t(i * 3), 3, uint8_t(std::min<int>(raw.get()[i], 255)));
-    return img;
-  }
+    return raw;
+  };
 
   const bool gif = detail::starts_with(data, size, "GIF8");
-  std::unique_ptr<stbi_uc, detail::StbFree> raw(
-      stbi_load_from_memory(data, len, &got_w, &got_h, &got_comp, gif ? 4 : 3));
-  check_size(raw.get());
-  img.pixels.resize(npix * 3);
-  if (!gif) {
-    std::copy(raw.get(), raw.get() + npix * 3, img.pixels.begin());
+  if (png) {
+    const detail::PngHeader hdr = detail::png_header(data, size);
+    img.mode = detail::png_mode(hdr, comp);
+    if (img.mode == PilMode::I) {
+      std::unique_ptr<stbi_us, detail::StbFree> raw(stbi_load_16_from_memory(data, len, &got_w, &got_h, &got_comp, 1));
+      check_size(raw.get());
+      img.values.assign(raw.get(), raw.get() + npix);
+      return img;
+    }
+    if (hdr.color_type == 4 && img.mode == PilMode::RGBA) {  // 16-bit grey+alpha: grey, grey, grey, alpha
+      const auto raw = load8(2);
+      img.pixels.resize(npix * 4);
+      for (size_t i = 0; i < npix; ++i) {
+        std::fill_n(&img.pixels[i * 4], 3, raw.get()[i * 2]);
+        img.pixels[i * 4 + 3] = raw.get()[i * 2 + 1];
+      }
+      return img;
+    }
+    const int bands = pil_bands(img.mode);
+    const auto raw = load8(bands);
+    img.pixels.assign(raw.get(), raw.get() + npix * size_t(bands));
     return img;
   }
+  if (bmp) {
+    img.mode = detail::bmp_mode(data, size);
+    const int bands = img.mode == PilMode::RGBA ? 4 : 3;
+    const auto raw = load8(bands);
+    if (pil_bands(img.mode) == 1)
+      img.pixels = detail::first_band(raw.get(), npix, 3);
+    else
+      img.pixels.assign(raw.get(), raw.get() + npix * size_t(bands));
+    return img;
+  }
+  if (!gif) {  // JPEG
+    img.mode = comp == 1 ? PilMode::L : PilMode::RGB;
+    const int bands = pil_bands(img.mode);
+    const auto raw = load8(bands);
+    img.pixels.assign(raw.get(), raw.get() + npix * size_t(bands));
+    return img;
+  }
+
+  const auto raw = load8(4);
   const detail::GifFirstFrame frame = detail::gif_first_frame(data, size);
+  img.mode = frame.ok && detail::gif_palette_is_grey_ramp(frame.palette) ? PilMode::L : PilMode::P;
   uint8_t fill[3] = {0, 0, 0};
   if (frame.ok && size_t(frame.fill_index) * 3 + 3 <= frame.palette.size())
     std::copy_n(frame.palette.begin() + frame.fill_index * 3, 3, fill);
+  const int bands = pil_bands(img.mode);
+  img.pixels.resize(npix * size_t(bands));
   for (int y = 0; y < h; ++y) {
     for (int x = 0; x < w; ++x) {
       const size_t i = size_t(y) * size_t(w) + size_t(x);
@@ -421,15 +633,23 @@ inline Image decode_image(const uint8_t* data, size_t size, const std::string& n
       const bool outside = frame.ok && (x < frame.left || y < frame.top || x >= frame.left + frame.width ||
                                         y >= frame.top + frame.height);
       const uint8_t* rgb = (src[3] == 0 || outside) ? fill : src;
-      std::copy_n(rgb, 3, img.pixels.begin() + i * 3);
+      std::copy_n(rgb, bands, img.pixels.begin() + std::ptrdiff_t(i * size_t(bands)));
     }
   }
   return img;
 }
 
-/// Reads and decodes the image file at `path` (see decode_image for the pixel contract).
-/// Throws IOError naming `path` if it cannot be opened or read, or does not decode.
-inline Image load_image(const std::string& path, int64_t max_pixels = kMaxImagePixels) {
+/// Decodes an encoded image held in memory to 8-bit RGB: to_rgb(open_image(...)), i.e.
+/// PIL's `Image.open(...).convert("RGB")` (JPEG within a few levels; see open_image).
+/// Throws as open_image does.
+inline Image decode_image(const uint8_t* data, size_t size, const std::string& name,
+                          int64_t max_pixels = kMaxImagePixels) {
+  return to_rgb(open_image(data, size, name, max_pixels));
+}
+
+namespace detail {
+
+inline std::vector<uint8_t> read_image_file(const std::string& path) {
   std::error_code ec;
   GA_CHECK(!std::filesystem::is_directory(path, ec), IOError, "image: cannot read '", path, "': is a directory");
   std::ifstream in(path, std::ios::binary | std::ios::ate);
@@ -440,7 +660,22 @@ inline Image load_image(const std::string& path, int64_t max_pixels = kMaxImageP
   in.seekg(0);
   if (end > 0) in.read(reinterpret_cast<char*>(bytes.data()), end);
   GA_CHECK(in.good() || (end == 0), IOError, "image: cannot read '", path, "'");
-  return decode_image(bytes.data(), bytes.size(), path, max_pixels);
+  return bytes;
+}
+
+}  // namespace detail
+
+/// Reads the image file at `path` and decodes it in PIL's mode (see open_image).
+/// Throws IOError naming `path` if it cannot be opened or read, or does not decode.
+inline PilImage open_image(const std::string& path, int64_t max_pixels = kMaxImagePixels) {
+  const std::vector<uint8_t> bytes = detail::read_image_file(path);
+  return open_image(bytes.data(), bytes.size(), path, max_pixels);
+}
+
+/// Reads and decodes the image file at `path` to RGB (see decode_image).
+/// Throws IOError naming `path` if it cannot be opened or read, or does not decode.
+inline Image load_image(const std::string& path, int64_t max_pixels = kMaxImagePixels) {
+  return to_rgb(open_image(path, max_pixels));
 }
 
 }  // namespace ga::io
