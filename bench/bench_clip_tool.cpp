@@ -183,6 +183,10 @@ class ProfilingBackend final : public ga::backend::Backend {
   void softmax_last(const Tensor& x, const Tensor& o, bool log) override {
     timed("softmax", 0, "", [&] { real_backend().softmax_last(x, o, log); });
   }
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal,
+                 const Tensor& o) override {
+    timed("attention (fused)", 0, "", [&] { real_backend().attention(q, k, v, scale, causal, o); });
+  }
   void layer_norm_last(const Tensor& x, const Tensor& w, const Tensor& b, double eps, const Tensor& o,
                        const Tensor& mean, const Tensor& rstd) override {
     timed("layer_norm", 0, "", [&] { real_backend().layer_norm_last(x, w, b, eps, o, mean, rstd); });

@@ -112,6 +112,14 @@ class Backend {
   // ---- neural-network kernels (inputs contiguous unless stated) ----
   /// Row-wise (log-)softmax of x [rows, n] into out [rows, n].
   virtual void softmax_last(const Tensor& x, const Tensor& out, bool log) = 0;
+  /// Fused attention, for inference: for each (b0, b1), out[b0, b1, i, :] = sum_j p_ij
+  /// v[b0, b1, j, :] with p_i = softmax_j(scale * q[b0, b1, i, :] . k[b0, b1, j, :]) over keys
+  /// j < S, or j <= i when causal. q [B0, B1, L, E], k [B0, B1, S, E], v [B0, B1, S, Ev] and
+  /// out [B0, B1, L, Ev], all float of one dtype, L, S, E >= 1, each with any strides but
+  /// a last-dim stride of 1 (heads read in place from a packed q/k/v projection); out does
+  /// not overlap itself or the inputs.
+  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal,
+                         const Tensor& out) = 0;
   /// Row-wise layer norm of x [rows, n]; w and b are [n] or undefined; also writes the
   /// per-row mean and 1/sqrt(var + eps) (biased variance) into mean, rstd [rows].
   virtual void layer_norm_last(const Tensor& x, const Tensor& w, const Tensor& b, double eps,

@@ -1,6 +1,8 @@
 // Scaled dot-product attention (PyTorch's F.scaled_dot_product_attention, math form)
 // and the causal mask. Written from matmul, softmax and where, so its gradients are
-// those of the composition; fuse only when a benchmark asks for it.
+// those of the composition. Inference (nothing recorded for backward) takes one fused
+// kernel instead (Backend::attention): the CLIP towers' benchmark asked for it, since the
+// composition's head copies, scale and softmax passes cost 7-12% of a transformer forward.
 #pragma once
 #include <cmath>
 
@@ -21,13 +23,36 @@ inline Tensor causal_mask(int64_t L, int64_t S, DType dt = DType::f32, Device d 
   return detail::from_host_fn({L, S}, dt, d, [S](int64_t i) { return i % S <= i / S ? 0.0 : -INFINITY; });
 }
 
+namespace detail {
+/// The fused inference path of scaled_dot_product_attention: q, k, v of the same up to two
+/// batch dims (unbroadcast), viewed as [B0, B1, ., .]. The result is [..., L, Ev], laid out
+/// as [B0, L, B1, Ev] underneath: for multi-head attention (B1 = heads) that is the heads'
+/// outputs already concatenated per position, so merging them back is a free view.
+inline Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal) {
+  auto as4 = [](Tensor t) {
+    while (t.dim() < 4) t = t.unsqueeze(0);
+    return t.stride(3) == 1 ? t : t.contiguous();  // the kernel reads rows in place
+  };
+  const Tensor q4 = as4(q.detach()), k4 = as4(k.detach()), v4 = as4(v.detach());
+  const int64_t B0 = q4.size(0), B1 = q4.size(1), L = q4.size(2), Ev = v4.size(3);
+  Tensor out = empty({B0, L, B1, Ev}, q.dtype(), q.device()).permute({0, 2, 1, 3});
+  backend::of(q).attention(q4, k4, v4, scale, causal, out);
+  Shape os(q.shape().begin(), q.shape().end() - 2);
+  os.insert(os.end(), {L, Ev});
+  return q.dim() == 4 ? out : out.reshape(os);  // fewer dims: B0 (and B1) are 1, a view
+}
+}  // namespace detail
+
 /// softmax(q k^T * scale + mask) v over the last two dims; leading dims (batch, heads) of
 /// q [..., L, E], k [..., S, E] and v [..., S, Ev] broadcast; the result is [..., L, Ev].
 /// scale defaults (nan) to 1/sqrt(E). attn_mask, when given, broadcasts to [..., L, S] and is
 /// either float of q's dtype (added to the scores) or b8 (true = may attend). is_causal
 /// applies causal_mask(L, S) and excludes attn_mask. A query row with every key masked gets
 /// all-zero weights (PyTorch >= 2.5 behaviour), so its output and gradients are 0, not nan.
-/// Throws ShapeError / DTypeError / ValueError naming the op and the shapes.
+/// When nothing is recorded for backward, there is no attn_mask and q, k, v share their (at
+/// most two) batch dims, one fused kernel computes it, and the result may be a non-contiguous
+/// view (see detail::fused_attention). Throws ShapeError / DTypeError / ValueError naming the
+/// op and the shapes.
 inline Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                            const Tensor& attn_mask = Tensor(), bool is_causal = false,
                                            double scale = NAN) {
@@ -71,6 +96,10 @@ inline Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, con
   }
   // With E = 0 every score is 0 whatever the scale; 1 avoids 0 * inf = nan.
   const double sc = !std::isnan(scale) ? scale : E > 0 ? 1.0 / std::sqrt(double(E)) : 1.0;
+  if (!attn_mask.defined() && !autograd::needs_record({&q, &k, &v}) && L > 0 && S > 0 && E > 0 && q.dim() <= 4 &&
+      k.dim() == q.dim() && v.dim() == q.dim() && Shape(q.shape().begin(), q.shape().end() - 2) == batch &&
+      Shape(k.shape().begin(), k.shape().end() - 2) == batch && Shape(v.shape().begin(), v.shape().end() - 2) == batch)
+    return detail::fused_attention(q, k, v, sc, is_causal);
   Tensor scores = mul(matmul(q, k.transpose(-1, -2)), ops::scalar_like(q, sc));
   Tensor p;
   if (attn_mask.defined()) {

@@ -42,6 +42,8 @@ class CpuBackend final : public Backend {
   void matmul(const Tensor& a, const Tensor& b, const Tensor& out) override;
 
   void softmax_last(const Tensor& x, const Tensor& out, bool log) override;
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal,
+                 const Tensor& out) override;
   void layer_norm_last(const Tensor& x, const Tensor& w, const Tensor& b, double eps,
                        const Tensor& out, const Tensor& mean, const Tensor& rstd) override;
   void im2col(const Tensor& x, const Window2d& g, const Tensor& cols) override;

@@ -1,4 +1,4 @@
-// CPU kernels for neural-network layers: softmax and layer norm.
+// CPU kernels for neural-network layers: softmax, fused attention and layer norm.
 #pragma once
 #include <cmath>
 
@@ -8,6 +8,24 @@
 
 #if GA_EMIT_CPU_KERNELS
 namespace ga::backend::cpu {
+
+namespace detail {
+/// y = exp(x - m) elementwise (m: x's maximum, finite); returns sum(y). Eigen's vectorised exp
+/// gives ~3e-39 (an f32 subnormal), not 0, for inputs below -88.7, masked (-inf) scores
+/// included, and computing subnormals is slow. Inputs whose exp would be within e^2 of the
+/// smallest normal number give exactly 0 instead (as PyTorch gives for masked scores; the
+/// weights dropped are below 1e-37, the largest is 1), and the clamp keeps exp itself off
+/// subnormals. Otherwise attention's p @ v runs on subnormals, which made causal attention
+/// ~50x slower on x86.
+template <class X, class Y>
+inline typename X::Scalar exp_shifted(const X& x, typename X::Scalar m, Y&& y) {
+  using T = typename X::Scalar;
+  const T cut = std::log(std::numeric_limits<T>::min()) + T(2);
+  y = (x - m).max(cut).exp();
+  y = (x - m < cut).select(T(0), y);
+  return y.sum();
+}
+}  // namespace detail
 
 GA_CPU_KERNEL void CpuBackend::softmax_last(const Tensor& x, const Tensor& out, bool log) {
   const int64_t rows = x.size(0), n = x.size(1);
@@ -26,18 +44,48 @@ GA_CPU_KERNEL void CpuBackend::softmax_last(const Tensor& x, const Tensor& out, 
           yr.setConstant(std::numeric_limits<T>::quiet_NaN());
           continue;
         }
-        // Eigen's vectorised exp gives ~3e-39 (an f32 subnormal), not 0, for inputs below -88.7,
-        // masked (-inf) scores included, and computing subnormals is slow. Inputs whose exp
-        // would be within e^2 of the smallest normal number give exactly 0 instead (as PyTorch
-        // gives for masked scores; the weights dropped are below 1e-37, the largest is 1), and
-        // the clamp keeps exp itself off subnormals. Otherwise attention's p @ v runs on
-        // subnormals, which made causal attention ~50x slower on x86.
-        const T cut = std::log(std::numeric_limits<T>::min()) + T(2);
-        yr = (xr - m).max(cut).exp();
-        yr = (xr - m < cut).select(T(0), yr);
-        const T s = yr.sum();
+        const T s = detail::exp_shifted(xr, m, yr);
         if (log) yr = (xr - m) - std::log(s);
         else yr /= s;
+      }
+    });
+  });
+}
+
+GA_CPU_KERNEL void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal,
+                                         const Tensor& out) {
+  const int64_t B1 = q.size(1), L = q.size(2), E = q.size(3), S = k.size(2), Ev = v.size(3);
+  const int64_t batches = q.size(0) * B1;
+  GA_DISPATCH_FLOAT(q.dtype(), "attention", {
+    using T = scalar_t;
+    using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    using In = Eigen::Map<const Mat, 0, Eigen::OuterStride<>>;
+    using Out = Eigen::Map<Mat, 0, Eigen::OuterStride<>>;
+    const T* qp = static_cast<const T*>(q.raw_data());
+    const T* kp = static_cast<const T*>(k.raw_data());
+    const T* vp = static_cast<const T*>(v.raw_data());
+    T* op = static_cast<T*>(out.raw_data());
+    auto at = [B1](const Tensor& t, int64_t b) { return (b / B1) * t.stride(0) + (b % B1) * t.stride(1); };
+    // One (b0, b1) per task: its scores [L, S] stay in cache from the product to the softmax
+    // to p @ v, and the inputs are read where they lie (row strides 3D for a packed qkv).
+    parallel_for(0, batches, std::max<int64_t>(1, 4096 / std::max<int64_t>(L * S, 1)), [&](int64_t lo, int64_t hi) {
+      Mat p(L, S);
+      Eigen::Array<T, 1, Eigen::Dynamic> e(S);
+      for (int64_t b = lo; b < hi; ++b) {
+        const In Q(qp + at(q, b), L, E, Eigen::OuterStride<>(q.stride(2)));
+        const In K(kp + at(k, b), S, E, Eigen::OuterStride<>(k.stride(2)));
+        const In V(vp + at(v, b), S, Ev, Eigen::OuterStride<>(v.stride(2)));
+        Out O(op + at(out, b), L, Ev, Eigen::OuterStride<>(out.stride(2)));
+        p.noalias() = Q * K.transpose();
+        for (int64_t i = 0; i < L; ++i) {
+          const int64_t n = causal ? std::min(i + 1, S) : S;  // keys row i may see
+          auto row = p.row(i).head(n).array();
+          row *= T(scale);
+          const T s = detail::exp_shifted(row, row.maxCoeff(), e.head(n));
+          row = e.head(n) / s;
+          p.row(i).tail(S - n).setZero();
+        }
+        O.noalias() = p * V;
       }
     });
   });
