@@ -1,11 +1,14 @@
-// CPU kernel: batched matrix product through Eigen's GEMM, mapping our strided
-// buffers in place (row- or column-major) so the common cases copy nothing. Products
-// with a bf16 or f16 operand go to the reduced-precision kernels of gemm_bf16.hpp.
+// CPU kernel: batched matrix product. f32 products go to our AVX-512 GEMM (gemm_f32.hpp)
+// where the CPU runs it; the rest (f64, other CPUs, tiny products, GA_GEMM_F32=eigen) to
+// Eigen's GEMM, mapping our strided buffers in place (row- or column-major) so the common
+// cases copy nothing. Products with a bf16 or f16 operand go to the reduced-precision
+// kernels of gemm_bf16.hpp.
 #pragma once
 #include <Eigen/Core>
 
 #include "cpu_backend.hpp"
 #include "gemm_bf16.hpp"
+#include "gemm_f32.hpp"
 
 #if GA_EMIT_CPU_KERNELS
 namespace ga::backend::cpu {
@@ -59,6 +62,12 @@ GA_CPU_KERNEL void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Te
     bf16_gemm::matmul(a, b, out);
     return;
   }
+#if GA_X86_F32_KERNELS
+  if (a.dtype() == DType::f32 && f32_gemm_path(out.size(1), out.size(2), a.size(2)) == F32Kernel::Avx512) {
+    f32_gemm::matmul(a, b, out);
+    return;
+  }
+#endif
   GA_DISPATCH_FLOAT(a.dtype(), "matmul", {
     using T = scalar_t;
     const T* ap = static_cast<const T*>(a.raw_data());

@@ -1,0 +1,436 @@
+// The CPU backend's own f32 matrix product for x86-64 CPUs with AVX-512F: a packed,
+// blocked GEMM (Goto/BLIS structure) with a 12 x 32 register micro-kernel of zmm FMAs.
+// Eigen's GEMM stays the fallback (CPUs without AVX-512F, f64, tiny products, and on
+// request). The kernel is compiled with per-function target attributes, so a portable
+// build still carries it and uses it when the CPU (and the OS) allow AVX-512.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "cpu_backend.hpp"
+
+#if defined(__x86_64__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9))
+#define GA_X86_F32_KERNELS 1
+#include <immintrin.h>
+#else
+#define GA_X86_F32_KERNELS 0
+#endif
+
+namespace ga::backend::cpu {
+
+/// Who computes f32 matrix products. Auto: the AVX-512 kernel where the CPU runs it and the
+/// product is big enough to gain from it, Eigen otherwise. Avx512: the kernel for every
+/// product (tests). Eigen: Eigen's GEMM for every product.
+enum class F32Kernel { Auto, Avx512, Eigen };
+
+inline const char* f32_kernel_name(F32Kernel k) {
+  switch (k) {
+    case F32Kernel::Auto: return "auto";
+    case F32Kernel::Avx512: return "avx512";
+    case F32Kernel::Eigen: return "eigen";
+  }
+  return "?";
+}
+
+namespace detail {
+
+/// AVX-512F with the OS saving the zmm state (the compiler's CPU probe checks XCR0 too).
+inline bool probe_f32_avx512() {
+#if GA_X86_F32_KERNELS
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+inline bool f32_avx512_supported() {
+  static const bool s = probe_f32_avx512();
+  return s;
+}
+
+/// The initial setting: Auto, unless the environment variable GA_GEMM_F32 says eigen, or
+/// avx512 on a machine that runs it. Read once, at the first f32 product.
+inline F32Kernel initial_f32_kernel() {
+  const char* env = std::getenv("GA_GEMM_F32");
+  if (!env) return F32Kernel::Auto;
+  const std::string v = env;
+  if (v == "eigen") return F32Kernel::Eigen;
+  if (v == "avx512" && f32_avx512_supported()) return F32Kernel::Avx512;
+  return F32Kernel::Auto;
+}
+
+inline F32Kernel& f32_kernel_setting() {
+  static F32Kernel k = initial_f32_kernel();
+  return k;
+}
+
+}  // namespace detail
+
+/// Whether this machine (CPU, OS, and this build's compiler) can run kernel k. Auto and
+/// Eigen always can.
+inline bool f32_kernel_supported(F32Kernel k) {
+  return k == F32Kernel::Avx512 ? detail::f32_avx512_supported() : true;
+}
+
+/// Selects who computes every later f32 product (overrides GA_GEMM_F32). Not thread-safe
+/// against products running concurrently; meant for tests, benchmarks and start-up. Throws
+/// ValueError when the machine cannot run k.
+inline void set_f32_gemm_kernel(F32Kernel k) {
+  GA_CHECK(f32_kernel_supported(k), ValueError, "set_f32_gemm_kernel: the ", f32_kernel_name(k),
+           " kernel is not supported on this machine (CPU, OS or compiler)");
+  detail::f32_kernel_setting() = k;
+}
+
+/// The current setting (Auto, Avx512 or Eigen).
+inline F32Kernel f32_gemm_kernel() { return detail::f32_kernel_setting(); }
+
+/// Who computes an f32 product [M, K] @ [K, N] under the current setting: Avx512 or Eigen.
+inline F32Kernel f32_gemm_path(int64_t M, int64_t N, int64_t K) {
+  const F32Kernel k = f32_gemm_kernel();
+  if (k == F32Kernel::Eigen || !detail::f32_avx512_supported()) return F32Kernel::Eigen;
+  if (k == F32Kernel::Avx512) return k;
+  // Smaller or thinner products (a vector-matrix product, 40^3) spend more on packing than
+  // the kernel saves, and with N < 64 (a 7 x 7 convolution) a 32-column block wastes too much
+  // and A, packed whole, is used too few times: there Eigen is faster (measured on the
+  // development machine).
+  const bool big = M >= 4 && N >= 64 && double(M) * double(N) * double(K) >= double(1 << 17);
+  return big ? F32Kernel::Avx512 : F32Kernel::Eigen;
+}
+
+}  // namespace ga::backend::cpu
+
+#if GA_EMIT_CPU_KERNELS && GA_X86_F32_KERNELS
+#include "host_cache.hpp"
+#include "parallel.hpp"
+
+namespace ga::backend::cpu::f32_gemm {
+
+// GCC 12's AVX-512 headers build some results from a self-initialised "undefined" vector,
+// which -Wall reports as uninitialised wherever they are used; the values are all written.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#define GA_TARGET_AVX512F __attribute__((target("avx512f,fma")))
+
+// Register block: kMR rows of C (A values broadcast) x kNR columns (two zmm of B), 24
+// accumulators, 2 B loads and 12 broadcasts per 24 FMAs. Cache blocks: a kMR x kKC panel of A
+// (18 KiB) stays in L1 while a kKC x kNC block of B (about 1 MiB, private to the thread)
+// streams from L2 under it.
+inline constexpr int64_t kMR = 12, kNR = 32, kKC = 384, kNC = 640;
+
+/// One matrix operand [rows, cols]: element (i, j) is at p[i * rs + j * cs].
+struct Operand {
+  const float* p;
+  int64_t rs, cs;
+};
+
+// ---- packing ----
+
+/// Transposes the 16 x 16 block r[0..15] (rows) in registers: afterwards r[j] holds column j.
+GA_TARGET_AVX512F inline void transpose16(__m512* r) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  // Within 128-bit lane l, r[4i + j] now holds column 4l + j of rows 4i .. 4i + 3.
+  for (int j = 0; j < 4; ++j) {
+    const __m512 u0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88), u1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
+    const __m512 u2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88), u3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
+    t[j] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+    t[4 + j] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+    t[8 + j] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
+    t[12 + j] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
+/// Packs X [rows, kc] (X(i, k) at p[i * rs + k * cs]) as `width`-wide k-major panels: panel q
+/// holds rows [q * width, q * width + width) at out[q * width * kc + k * width + i], rows past
+/// `rows` zero. This is A's layout (width kMR) and B's (width kNR, with X = B^T).
+GA_TARGET_AVX512F inline void pack_panels(const Operand& X, int64_t rows, int64_t kc, int64_t width, float* out) {
+  const int64_t panels = (rows + width - 1) / width;
+  if (X.rs == 1) {
+    // Each k is a contiguous run of rows: copy it into every panel, zero-padding the last.
+    // k outermost, so that the source is read in order (it may be far larger than a cache).
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* s = X.p + k * X.cs;
+      for (int64_t q = 0; q < panels; ++q) {
+        float* o = out + q * width * kc + k * width;
+        const int64_t rv = std::min(width, rows - q * width);
+        for (int64_t i = 0; i < width; i += 16)
+          _mm512_mask_storeu_ps(o + i, first_lanes(width - i), _mm512_maskz_loadu_ps(first_lanes(rv - i), s + q * width + i));
+      }
+    }
+    return;
+  }
+  for (int64_t q = 0; q < panels; ++q) {
+    float* o = out + q * width * kc;
+    const int64_t r0 = q * width, rv = std::min(width, rows - r0);
+    if (X.cs == 1) {
+      // Rows contiguous along k: 16 x 16 transposes.
+      for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+        const __mmask16 km = first_lanes(kc - k0);
+        const int64_t kv = std::min<int64_t>(16, kc - k0);
+        for (int64_t i0 = 0; i0 < width; i0 += 16) {
+          __m512 r[16];
+          for (int64_t i = 0; i < 16; ++i)
+            r[i] = i0 + i < rv ? _mm512_maskz_loadu_ps(km, X.p + (r0 + i0 + i) * X.rs + k0) : _mm512_setzero_ps();
+          transpose16(r);
+          const __mmask16 wm = first_lanes(width - i0);
+          for (int64_t k = 0; k < kv; ++k) _mm512_mask_storeu_ps(o + (k0 + k) * width + i0, wm, r[k]);
+        }
+      }
+    } else {
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t i = 0; i < width; ++i) o[k * width + i] = i < rv ? X.p[(r0 + i) * X.rs + k * X.cs] : 0.0f;
+    }
+  }
+}
+
+// ---- micro-kernel ----
+
+/// C[0..MR) x [0..cols) (row stride ldc) = (accumulate ? C : 0) + a @ b, where a is a packed
+/// A panel (kMR values per k, the first MR used) and b holds 16 NV readable values per k, ldb
+/// apart (a packed B panel, ldb = kNR, or B itself). cols <= 16 NV; columns past cols are
+/// computed and not stored.
+template <int MR, int NV>
+GA_TARGET_AVX512F inline void micro_kernel(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
+                                           int64_t ldc, int64_t cols, bool accumulate) {
+  __m512 acc[MR][NV];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+    for (int j = 0; j < NV; ++j) acc[r][j] = _mm512_setzero_ps();
+  // C rows are needed at the end: start bringing them in now.
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16 * NV - 1), _MM_HINT_T0);
+  }
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; ++k) {
+    __m512 bv[NV];
+#pragma GCC unroll 2
+    for (int j = 0; j < NV; ++j) bv[j] = _mm512_loadu_ps(b + k * ldb + 16 * j);
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_set1_ps(a[k * kMR + r]);
+#pragma GCC unroll 2
+      for (int j = 0; j < NV; ++j) acc[r][j] = _mm512_fmadd_ps(av, bv[j], acc[r][j]);
+    }
+  }
+  const __mmask16 last = first_lanes(cols - 16 * (NV - 1));
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) {
+    float* cr = c + r * ldc;
+#pragma GCC unroll 2
+    for (int j = 0; j < NV; ++j) {
+      const __mmask16 m = j + 1 < NV ? __mmask16(0xffff) : last;
+      __m512 v = acc[r][j];
+      if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, cr + 16 * j));
+      _mm512_mask_storeu_ps(cr + 16 * j, m, v);
+    }
+  }
+}
+
+using MicroKernel = void (*)(int64_t, const float*, const float*, int64_t, float*, int64_t, int64_t, bool);
+
+template <int NV>
+inline MicroKernel micro_kernel_for_rows(int64_t rows) {
+  switch (rows) {
+    case 1: return micro_kernel<1, NV>;
+    case 2: return micro_kernel<2, NV>;
+    case 3: return micro_kernel<3, NV>;
+    case 4: return micro_kernel<4, NV>;
+    case 5: return micro_kernel<5, NV>;
+    case 6: return micro_kernel<6, NV>;
+    case 7: return micro_kernel<7, NV>;
+    case 8: return micro_kernel<8, NV>;
+    case 9: return micro_kernel<9, NV>;
+    case 10: return micro_kernel<10, NV>;
+    case 11: return micro_kernel<11, NV>;
+    default: return micro_kernel<12, NV>;
+  }
+}
+
+// ---- the blocked product ----
+
+/// The packed A: for each k block kb (kKC deep, the last shorter), panels of kMR rows; panel
+/// mp of block kb at kb * kKC * Mpad + mp * kMR * kc(kb).
+struct PackedA {
+  float* p;
+  int64_t M, K, Mpad;
+  const float* panel(int64_t kb, int64_t mp) const {
+    return p + kb * kKC * Mpad + mp * kMR * std::min(kKC, K - kb * kKC);
+  }
+};
+
+inline size_t packed_a_floats(int64_t M, int64_t K) { return size_t((M + kMR - 1) / kMR * kMR * K); }
+
+/// Packs A's row panels [mp0, mp1) for every k block.
+inline void pack_a(const Operand& A, const PackedA& pa, int64_t mp0, int64_t mp1) {
+  if (mp0 >= mp1) return;
+  for (int64_t k0 = 0; k0 < pa.K; k0 += kKC) {
+    const int64_t kc = std::min(kKC, pa.K - k0);
+    const Operand src{A.p + mp0 * kMR * A.rs + k0 * A.cs, A.rs, A.cs};
+    pack_panels(src, std::min(pa.M, mp1 * kMR) - mp0 * kMR, kc, kMR, const_cast<float*>(pa.panel(k0 / kKC, mp0)));
+  }
+}
+
+/// C rows [m0, m1) x columns [n0, n1) (m0 a multiple of kMR, n0 of kNR) on this thread;
+/// bbuf has room for a kKC x kNC block of B.
+inline void run_block(const PackedA& pa, const Operand& B, float* C, int64_t ldc, int64_t m0, int64_t m1,
+                      int64_t n0, int64_t n1, float* bbuf) {
+  if (m0 >= m1 || n0 >= n1) return;
+  const int64_t K = pa.K;
+  // A shallow product takes wider B blocks (as many bytes), so that C is written in long runs.
+  const int64_t block_cols = std::max(kNC, kKC * kNC / std::min(K, kKC) / kNR * kNR);
+  for (int64_t nb = n0; nb < n1; nb += block_cols) {
+    const int64_t nc = std::min(block_cols, n1 - nb);
+    for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+      const int64_t kc = std::min(kKC, K - k0);
+      // B^T's block: rows n (stride B.cs), depth k (stride B.rs).
+      pack_panels(Operand{B.p + k0 * B.rs + nb * B.cs, B.cs, B.rs}, nc, kc, kNR, bbuf);
+      for (int64_t m = m0; m < m1; m += kMR) {
+        const int64_t rows = std::min(kMR, m1 - m);
+        const float* a = pa.panel(k0 / kKC, m / kMR);
+        const MicroKernel full = micro_kernel_for_rows<2>(rows);
+        const MicroKernel half = micro_kernel_for_rows<1>(rows);
+        for (int64_t n = 0; n < nc; n += kNR) {
+          const int64_t cols = std::min(kNR, nc - n);
+          (cols > 16 ? full : half)(kc, a, bbuf + n * kc, kNR, C + m * ldc + nb + n, ldc, cols, k0 > 0);
+        }
+      }
+    }
+  }
+}
+
+/// How `threads` threads share the product: a tm x tn grid over row panels and column
+/// panels, chosen to minimise the busiest thread's multiply work plus its B packing (each
+/// thread packs the B columns it uses; a B element costs about as much as 24 flops).
+inline void choose_grid(int64_t M, int64_t N, int threads, int& tm, int& tn) {
+  const int64_t MP = (M + kMR - 1) / kMR, NP = (N + kNR - 1) / kNR;
+  double best = 0;
+  tm = 1;
+  tn = 1;
+  for (int m = 1; m <= threads; ++m) {
+    if (threads % m) continue;
+    const int n = threads / m;
+    if (m > MP || n > NP) continue;
+    const double rows = double(std::min(M, (MP + m - 1) / m * kMR));
+    const double cols = double((NP + n - 1) / n * kNR);
+    const double cost = rows * cols * 2 + cols * 24;
+    if (best == 0 || cost < best) {
+      best = cost;
+      tm = m;
+      tn = n;
+    }
+  }
+}
+
+/// C [M, N] (row stride ldc) = A [M, K] @ B [K, N] on `threads` threads, K = pa.K >= 1. pa has
+/// room for A packed; pack false means A is already there (a weight shared by a batch).
+inline void gemm(const Operand& A, const Operand& B, float* C, int64_t ldc, int64_t M, int64_t N, const PackedA& pa,
+                 bool pack, int threads) {
+  constexpr int kMaxThreads = 256;
+  threads = std::max(1, std::min(threads, kMaxThreads));
+  int tm = 1, tn = 1;
+  choose_grid(M, N, threads, tm, tn);
+  threads = tm * tn;
+  const int64_t MP = (M + kMR - 1) / kMR, NP = (N + kNR - 1) / kNR;
+  auto work = [&](int tid, float* bbuf) {
+    const int64_t im = tid / tn, in = tid % tn;
+    run_block(pa, B, C, ldc, MP * im / tm * kMR, std::min(M, MP * (im + 1) / tm * kMR), NP * in / tn * kNR,
+              std::min(N, NP * (in + 1) / tn * kNR), bbuf);
+  };
+  const size_t bbytes = size_t(kKC * kNC) * sizeof(float);
+#ifdef _OPENMP
+  if (threads > 1) {
+    std::shared_ptr<Storage> bufs[kMaxThreads];
+    for (int t = 0; t < threads; ++t) bufs[t] = HostBlockCache::instance().allocate(bbytes);
+#pragma omp parallel num_threads(threads)
+    {
+      const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+      if (pack) pack_a(A, pa, MP * tid / nth, MP * (tid + 1) / nth);
+#pragma omp barrier
+      if (nth == threads) {
+        work(tid, static_cast<float*>(bufs[tid]->data()));
+      } else if (tid == 0) {  // fewer threads than asked for: do it all here
+        for (int t = 0; t < threads; ++t) work(t, static_cast<float*>(bufs[0]->data()));
+      }
+    }
+    return;
+  }
+#endif
+  auto buf = HostBlockCache::instance().allocate(bbytes);
+  if (pack) pack_a(A, pa, 0, MP);
+  for (int t = 0; t < threads; ++t) work(t, static_cast<float*>(buf->data()));
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+/// out[i] = a[i] @ b[i] for a [Bt, M, K], b [Bt, K, N] (f32, any strides, batch stride 0 for
+/// a broadcast operand), out [Bt, M, N] contiguous f32. Many small products run one per
+/// thread; larger ones one after another, each on every thread.
+inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const int64_t Bt = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
+  float* cp = static_cast<float*>(out.raw_data());
+  if (out.numel() == 0) return;
+  if (K == 0) {
+    std::memset(cp, 0, size_t(out.numel()) * sizeof(float));
+    return;
+  }
+  const Shape& as = a.strides();
+  const Shape& bs = b.strides();
+  const float* ap = static_cast<const float*>(a.raw_data());
+  const float* bp = static_cast<const float*>(b.raw_data());
+  auto run = [&](int64_t i, const PackedA& pa, bool pack, int threads) {
+    gemm(Operand{ap + i * as[0], as[1], as[2]}, Operand{bp + i * bs[0], bs[1], bs[2]}, cp + i * M * N, N, M, N, pa, pack,
+         threads);
+  };
+  const size_t abytes = packed_a_floats(M, K) * sizeof(float);
+  const double flops = 2.0 * double(M) * double(N) * double(K);
+  int threads = get_num_threads();
+#ifdef _OPENMP
+  if (omp_in_parallel()) threads = 1;
+#endif
+  if (Bt > 1 && flops < 4e6 && threads > 1) {
+    parallel_for(0, Bt, 1, [&](int64_t lo, int64_t hi) {
+      auto apack = HostBlockCache::instance().allocate(abytes);
+      const PackedA pa{static_cast<float*>(apack->data()), M, K, (M + kMR - 1) / kMR * kMR};
+      for (int64_t i = lo; i < hi; ++i) run(i, pa, i == lo || as[0] != 0, 1);
+    });
+    return;
+  }
+  // Small products gain nothing from a second thread.
+  if (flops < 2e6) threads = 1;
+  auto apack = HostBlockCache::instance().allocate(abytes);
+  const PackedA pa{static_cast<float*>(apack->data()), M, K, (M + kMR - 1) / kMR * kMR};
+  for (int64_t i = 0; i < Bt; ++i) run(i, pa, i == 0 || as[0] != 0, threads);  // a broadcast A is packed once
+}
+
+}  // namespace ga::backend::cpu::f32_gemm
+#endif  // GA_EMIT_CPU_KERNELS && GA_X86_F32_KERNELS

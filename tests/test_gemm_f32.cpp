@@ -1,0 +1,204 @@
+// The f32 matrix product on each CPU path this machine runs (our AVX-512 kernel, Eigen's
+// GEMM) against a naive double-precision loop: edge shapes around the kernel's 12 x 32
+// register block and its 384-deep k blocks, transposed, strided and broadcast operands,
+// the batched paths (one product per thread, a broadcast weight packed once), 1 and 2
+// threads. The bound is the f32 accumulation error: about sqrt(K) ulps of sum |a| |b|.
+#include <doctest/doctest.h>
+
+#include <array>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <ga/ga.hpp>
+
+namespace {
+
+using ga::Tensor;
+using ga::backend::cpu::F32Kernel;
+
+std::vector<F32Kernel> runnable_paths() {
+  std::vector<F32Kernel> ks{F32Kernel::Eigen};
+  if (ga::backend::cpu::f32_kernel_supported(F32Kernel::Avx512)) ks.push_back(F32Kernel::Avx512);
+  else MESSAGE("f32 AVX-512 kernel not supported here: only Eigen is tested");
+  return ks;
+}
+
+/// Selects a path and a thread count for one scope; restores Auto and the old count after.
+struct PathScope {
+  int old_threads;
+  PathScope(F32Kernel k, int threads) : old_threads(ga::get_num_threads()) {
+    ga::backend::cpu::set_f32_gemm_kernel(k);
+    ga::set_num_threads(threads);
+  }
+  ~PathScope() {
+    ga::backend::cpu::set_f32_gemm_kernel(F32Kernel::Auto);
+    ga::set_num_threads(old_threads);
+  }
+};
+
+/// Element (i, j) of the 2-d view t, exactly as stored.
+struct View2 {
+  std::vector<float> v;  // row-major copy
+  int64_t rows, cols;
+  explicit View2(const Tensor& t) : v(t.contiguous().to_vector<float>()), rows(t.size(0)), cols(t.size(1)) {}
+  double at(int64_t i, int64_t j) const { return v[size_t(i * cols + j)]; }
+};
+
+/// Checks c = a @ b (2-d views) element by element against a double loop; the bound is
+/// 4 sqrt(K) ulps (f32 eps) of sum_k |a_ik b_kj|, plus a tiny absolute floor.
+void check_product(const Tensor& a, const Tensor& b, const Tensor& c, const std::string& what) {
+  const View2 A(a), B(b), C(c);
+  const int64_t M = A.rows, K = A.cols, N = B.cols;
+  REQUIRE(C.rows == M);
+  REQUIRE(C.cols == N);
+  const double eps = 1.1920929e-7;
+  int64_t bad = 0;
+  double worst = 0;
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double s = 0, mag = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        s += A.at(i, k) * B.at(k, j);
+        mag += std::abs(A.at(i, k) * B.at(k, j));
+      }
+      const double err = std::abs(C.at(i, j) - s), tol = 4 * std::sqrt(double(K) + 1) * eps * mag + 1e-30;
+      worst = std::max(worst, err / tol);
+      if (!(err <= tol)) ++bad;  // also catches NaN
+    }
+  INFO(what, ": ", bad, " of ", M * N, " elements out of bound; worst error / bound = ", worst);
+  CHECK(bad == 0);
+}
+
+std::string shape_name(const char* tag, int64_t M, int64_t K, int64_t N) {
+  return std::string(tag) + " M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N);
+}
+
+}  // namespace
+
+TEST_CASE("gemm f32: the paths and their selection") {
+  using namespace ga::backend::cpu;
+  {
+    PathScope s(F32Kernel::Eigen, 2);
+    CHECK(f32_gemm_path(800, 768, 768) == F32Kernel::Eigen);
+    CHECK(f32_gemm_path(1, 1, 1) == F32Kernel::Eigen);
+  }
+  if (f32_kernel_supported(F32Kernel::Avx512)) {
+    PathScope s(F32Kernel::Avx512, 2);
+    CHECK(f32_gemm_path(1, 1, 1) == F32Kernel::Avx512);
+    ga::backend::cpu::set_f32_gemm_kernel(F32Kernel::Auto);
+    CHECK(f32_gemm_path(800, 768, 768) == F32Kernel::Avx512);
+    CHECK(f32_gemm_path(2, 3, 4) == F32Kernel::Eigen);  // too small to pay for packing
+    CHECK(f32_gemm_path(1, 768, 512) == F32Kernel::Eigen);  // a vector-matrix product
+    CHECK(f32_gemm_path(512, 49, 4608) == F32Kernel::Eigen);  // too few columns
+  } else {
+    bool threw = false;
+    try {
+      set_f32_gemm_kernel(F32Kernel::Avx512);
+    } catch (const ga::ValueError&) {
+      threw = true;
+    }
+    CHECK(threw);
+    CHECK(f32_gemm_path(800, 768, 768) == F32Kernel::Eigen);
+  }
+}
+
+TEST_CASE("gemm f32: edge shapes, row-major and transposed operands, 1 and 2 threads") {
+  const std::vector<int64_t> sizes{1, 15, 17, 33, 65, 127, 1000};
+  ga::Generator g(5);
+  for (F32Kernel k : runnable_paths()) {
+    for (int threads : {1, 2}) {
+      PathScope s(k, threads);
+      const std::string tag = std::string(ga::backend::cpu::f32_kernel_name(k)) + " " + std::to_string(threads) + "t";
+      // Each dim in turn over the sizes, the other two moderate; all four layouts.
+      for (int dim = 0; dim < 3; ++dim)
+        for (int64_t v : sizes) {
+          const int64_t M = dim == 0 ? v : 33, K = dim == 1 ? v : 65, N = dim == 2 ? v : 17;
+          const Tensor a = ga::randn({M, K}, g), at = ga::randn({K, M}, g).t();
+          const Tensor b = ga::randn({K, N}, g), bt = ga::randn({N, K}, g).t();
+          check_product(a, b, ga::matmul(a, b), shape_name((tag + " A B").c_str(), M, K, N));
+          check_product(a, bt, ga::matmul(a, bt), shape_name((tag + " A W^T").c_str(), M, K, N));
+          check_product(at, b, ga::matmul(at, b), shape_name((tag + " A^T B").c_str(), M, K, N));
+          check_product(at, bt, ga::matmul(at, bt), shape_name((tag + " A^T W^T").c_str(), M, K, N));
+        }
+      // Every size in every dim at once, for the sizes that keep the reference quick.
+      for (int64_t M : {1, 15, 17, 33, 65})
+        for (int64_t K : {1, 17, 127, 385, 1000})
+          for (int64_t N : {1, 15, 33, 65, 127}) {
+            const Tensor a = ga::randn({M, K}, g), bt = ga::randn({N, K}, g).t();
+            check_product(a, bt, ga::linear(a, bt.t()), shape_name((tag + " linear").c_str(), M, K, N));
+          }
+    }
+  }
+}
+
+TEST_CASE("gemm f32: strided operands (row strides past the row, column steps, zero strides)") {
+  ga::Generator g(6);
+  for (F32Kernel k : runnable_paths()) {
+    PathScope s(k, 2);
+    const std::string tag = ga::backend::cpu::f32_kernel_name(k);
+    const int64_t M = 65, K = 127, N = 33;
+    // Rows of a wider matrix (row stride > cols), every other column (column stride 2), a
+    // column broadcast along a dim (stride 0), and a view with neither stride 1.
+    const Tensor a_wide = ga::randn({M, K + 9}, g).narrow(1, 3, K);
+    const Tensor b_step = ga::randn({K, 2 * N}, g).slice(1, 0, 2 * N, 2);
+    const Tensor a_step_t = ga::randn({2 * K, M}, g).slice(0, 1, 2 * K, 2).t();
+    const Tensor b_bcast = ga::randn({K, 1}, g).expand({K, N});
+    const Tensor a_neither = ga::randn({2 * M, 3 * K}, g).slice(0, 0, 2 * M, 2).slice(1, 0, 3 * K, 3);
+    check_product(a_wide, b_step, ga::matmul(a_wide, b_step), tag + " wide A, stepped B");
+    check_product(a_step_t, b_bcast, ga::matmul(a_step_t, b_bcast), tag + " stepped A^T, broadcast B");
+    check_product(a_neither, b_step, ga::matmul(a_neither, b_step), tag + " A with no unit stride");
+    // Into the kernel's second k block and a second 640-column block of B.
+    const Tensor a2 = ga::randn({17, 800}, g).slice(1, 0, 800, 2);
+    const Tensor b2 = ga::randn({700, 400}, g).t().narrow(1, 0, 700);
+    check_product(a2, b2, ga::matmul(a2, b2), tag + " K=400 stepped, N=700");
+  }
+}
+
+TEST_CASE("gemm f32: batched products, broadcast batch operands, K = 0") {
+  ga::Generator g(7);
+  for (F32Kernel k : runnable_paths()) {
+    for (int threads : {1, 2}) {
+      PathScope s(k, threads);
+      const std::string tag = std::string(ga::backend::cpu::f32_kernel_name(k)) + " " + std::to_string(threads) + "t";
+      // Small products (one per thread) and large ones (each on every thread), with the
+      // left operand broadcast as a convolution's weight is (batch stride 0) or not.
+      for (auto [Bt, M, K, N] : std::vector<std::array<int64_t, 4>>{{6, 17, 33, 15}, {3, 130, 400, 70}}) {
+        const Tensor w = ga::randn({M, K}, g);
+        const Tensor wb = w.unsqueeze(0).expand({Bt, M, K});
+        const Tensor x = ga::randn({Bt, K, N}, g), xt = ga::randn({Bt, N, K}, g).transpose(1, 2);
+        const Tensor own = ga::randn({Bt, M, K}, g);
+        const Tensor y1 = ga::matmul(wb, x), y2 = ga::matmul(own, xt), y3 = ga::matmul(x.transpose(1, 2), w.t());
+        for (int64_t i = 0; i < Bt; ++i) {
+          const std::string at = shape_name(tag.c_str(), M, K, N) + " batch item " + std::to_string(i);
+          check_product(w, x.select(0, i), y1.select(0, i), at + " broadcast A");
+          check_product(own.select(0, i), xt.select(0, i), y2.select(0, i), at + " transposed B");
+          check_product(x.select(0, i).t(), w.t(), y3.select(0, i), at + " broadcast B");
+        }
+      }
+      // K = 0: zeros, whatever the output held before.
+      const Tensor z = ga::matmul(ga::randn({40, 0}, g), ga::randn({0, 50}, g));
+      CHECK(ga::max(ga::abs(z)).item<float>() == 0.0f);
+    }
+  }
+}
+
+TEST_CASE("gemm f32: the kernel and Eigen agree on a conv2d and a linear layer") {
+  if (!ga::backend::cpu::f32_kernel_supported(F32Kernel::Avx512)) return;
+  ga::Generator g(8);
+  const Tensor x = ga::randn({2, 8, 14, 14}, g), w = ga::randn({40, 8, 3, 3}, g);
+  const Tensor xl = ga::randn({50, 96}, g), wl = ga::randn({130, 96}, g);
+  Tensor ck, ce, lk, le;
+  {
+    PathScope s(F32Kernel::Avx512, 2);
+    ck = ga::conv2d(x, w, Tensor(), {1, 1}, {1, 1});
+    lk = ga::linear(xl, wl);
+  }
+  {
+    PathScope s(F32Kernel::Eigen, 2);
+    ce = ga::conv2d(x, w, Tensor(), {1, 1}, {1, 1});
+    le = ga::linear(xl, wl);
+  }
+  CHECK(ga::max(ga::abs(ck - ce)).item<float>() < 1e-4f);
+  CHECK(ga::max(ga::abs(lk - le)).item<float>() < 1e-4f);
+}
