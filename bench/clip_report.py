@@ -151,7 +151,9 @@ def main():
     worst = max((r["foreign_cores"] for r in load), default=0.0)
     worst_la = max((float(r["loadavg_before"].split()[0]) for r in load), default=0.0)
     high = "priority: high" in machine
-    prelim = worst > 0.1 or worst_la > 1.0 or "quick: 1" in machine
+    # Foreign cores are measured directly; the load average counts this run's own two threads
+    # too (and lags by a minute), so it is shown but does not decide.
+    prelim = worst > 0.1 or "quick: 1" in machine
     w("## Load during the run\n")
     w("Cores' worth of CPU used by other processes during each phase (all busy time minus this run's), and the "
       "1-minute load average when it started.")
