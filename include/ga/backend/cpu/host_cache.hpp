@@ -33,7 +33,7 @@ class HostBlockCache {
     return std::make_shared<Storage>(nbytes, Device::cpu(), p, [this, rounded](void* q) { give_back(q, rounded); });
   }
 
-  /// Bytes the cache may hold (default 256 MiB); 0 disables caching and frees what it holds.
+  /// Bytes the cache may hold (default 1 GiB); 0 disables caching and frees what it holds.
   void set_limit(size_t bytes) {
     std::lock_guard<std::mutex> lock(mu_);
     limit_ = bytes;
@@ -84,13 +84,13 @@ class HostBlockCache {
   mutable std::mutex mu_;
   std::unordered_map<size_t, std::vector<void*>> free_;
   size_t cached_ = 0;
-  size_t limit_ = size_t(256) << 20;
+  size_t limit_ = size_t(1) << 30;
 };
 
 }  // namespace ga::backend::cpu
 
 namespace ga {
-/// Caps the memory the CPU backend keeps for reuse after tensors are freed (default 256 MiB;
+/// Caps the memory the CPU backend keeps for reuse after tensors are freed (default 1 GiB;
 /// 0 turns the cache off and returns its memory to the system).
 inline void set_cpu_cache_limit(size_t bytes) { backend::cpu::HostBlockCache::instance().set_limit(bytes); }
 }  // namespace ga
