@@ -162,7 +162,7 @@ class ProfilingBackend final : public ga::backend::Backend {
   void reduce_last(ga::backend::ReduceOp op, const Tensor& x, const Tensor& o) override {
     timed("reduce", 0, "", [&] { real_backend().reduce_last(op, x, o); });
   }
-  void matmul(const Tensor& a, const Tensor& b, const Tensor& o) override {
+  void matmul(const Tensor& a, const Tensor& b, const Tensor& o, const ga::backend::MatmulEpilogue& e) override {
     // a [B, M, K], b [B, K, N]. Which layer issued it, from the operands' layout:
     // conv2d broadcasts its weight over the images (batch stride 0; a batch of one keeps
     // the weight's own stride); linear uses its weight transposed in place (K-stride 1);
@@ -177,8 +177,9 @@ class ProfilingBackend final : public ga::backend::Backend {
     else if (B > 1 || !a_broadcast) kind = "matmul conv (im2col GEMM)";
     else kind = "matmul 2-d (x @ proj)";
     const double flops = 2.0 * double(B) * double(M) * double(N) * double(K);
+    // The fused epilogue's work (bias, residual, activation) is counted in the product.
     timed(kind, flops, ga::cat(kind.substr(7), " B=", B, " M=", M, " K=", K, " N=", N),
-          [&] { real_backend().matmul(a, b, o); });
+          [&] { real_backend().matmul(a, b, o, e); });
   }
   void softmax_last(const Tensor& x, const Tensor& o, bool log) override {
     timed("softmax", 0, "", [&] { real_backend().softmax_last(x, o, log); });

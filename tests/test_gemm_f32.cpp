@@ -202,3 +202,141 @@ TEST_CASE("gemm f32: the kernel and Eigen agree on a conv2d and a linear layer")
   CHECK(ga::max(ga::abs(ck - ce)).item<float>() < 1e-4f);
   CHECK(ga::max(ga::abs(lk - le)).item<float>() < 1e-4f);
 }
+
+namespace {
+
+double activation_ref(ga::Activation a, double x) {
+  switch (a) {
+    case ga::Activation::Relu: return x > 0 ? x : 0;
+    case ga::Activation::QuickGelu: return x / (1 + std::exp(-1.702 * x));
+    case ga::Activation::Gelu: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+    case ga::Activation::None: break;
+  }
+  return x;
+}
+
+const char* activation_label(ga::Activation a) {
+  switch (a) {
+    case ga::Activation::Relu: return "relu";
+    case ga::Activation::QuickGelu: return "quick_gelu";
+    case ga::Activation::Gelu: return "gelu";
+    case ga::Activation::None: break;
+  }
+  return "none";
+}
+
+/// One epilogue case on out [Bt, M, N] = a [Bt or broadcast, M, K] @ b [Bt, K, N].
+struct EpilogueCase {
+  bool bias, per_row, residual;
+  ga::Activation act;
+};
+
+/// Checks out = act(a @ b + bias + residual) element by element against a double loop. The
+/// bound: the product's (check_product's), grown by the activation's slope (at most 1.13),
+/// plus a few ulps of the sums and of the activation's own rounding.
+void check_epilogue(const Tensor& a3, const Tensor& b3, const Tensor& bias, bool per_row, const Tensor& res,
+                    ga::Activation act, const Tensor& out, const std::string& what) {
+  const double eps = 1.1920929e-7;
+  const int64_t Bt = out.size(0), M = out.size(1), N = out.size(2), K = a3.size(2);
+  const std::vector<float> bv = bias.defined() ? bias.to_vector<float>() : std::vector<float>();
+  int64_t bad = 0;
+  double worst = 0;
+  for (int64_t t = 0; t < Bt; ++t) {
+    const View2 A(a3.select(0, t)), B(b3.select(0, t)), C(out.select(0, t));
+    const std::vector<float> rv = res.defined() ? res.select(0, t).contiguous().to_vector<float>() : std::vector<float>();
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double s = 0, mag = 0;
+        for (int64_t k = 0; k < K; ++k) {
+          s += A.at(i, k) * B.at(k, j);
+          mag += std::abs(A.at(i, k) * B.at(k, j));
+        }
+        double extra = 0;
+        if (bias.defined()) extra += bv[size_t(per_row ? i : j)];
+        if (res.defined()) extra += rv[size_t(i * N + j)];
+        const double pre = s + extra, want = activation_ref(act, pre);
+        const double tol = 1.2 * (4 * std::sqrt(double(K) + 1) * eps * mag) +
+                           8 * eps * (std::abs(s) + std::abs(extra) + std::abs(want)) + 1e-30;
+        const double err = std::abs(C.at(i, j) - want);
+        worst = std::max(worst, err / tol);
+        if (!(err <= tol)) ++bad;
+      }
+  }
+  INFO(what, ": ", bad, " of ", out.numel(), " elements out of bound; worst error / bound = ", worst);
+  CHECK(bad == 0);
+}
+
+}  // namespace
+
+TEST_CASE("gemm f32: the fused epilogue (bias per row or column, residual, activation) on every path") {
+  using ga::Activation;
+  ga::Generator g(9);
+  const std::vector<EpilogueCase> cases{
+      {true, true, true, Activation::Relu},        // a bottleneck's last convolution
+      {true, true, false, Activation::Relu},       // a convolution + ReLU
+      {true, false, false, Activation::QuickGelu}, // an MLP's first layer
+      {true, false, false, Activation::Gelu},
+      {true, false, true, Activation::None},       // an MLP's last layer + the residual stream
+      {false, false, true, Activation::Gelu},
+      {true, true, false, Activation::None}};
+  for (F32Kernel k : runnable_paths()) {
+    for (int threads : {1, 2}) {
+      PathScope s(k, threads);
+      const std::string tag = std::string(ga::backend::cpu::f32_kernel_name(k)) + " " + std::to_string(threads) + "t";
+      // Edge sizes around the 12 x 32 register block, two 384-deep k blocks (the epilogue
+      // only on the last), two 640-column B blocks, a batch with a broadcast weight.
+      for (auto [Bt, M, K, N] : std::vector<std::array<int64_t, 4>>{
+               {1, 13, 5, 33}, {1, 37, 400, 15}, {3, 25, 70, 700}, {2, 1, 9, 65}, {1, 12, 385, 32}}) {
+        const Tensor w = ga::randn({M, K}, g);
+        const Tensor a3 = w.unsqueeze(0).expand({Bt, M, K});
+        const Tensor b3 = ga::randn({Bt, N, K}, g).transpose(1, 2);
+        for (const EpilogueCase& c : cases) {
+          const std::string what = shape_name(tag.c_str(), M, K, N) + " Bt=" + std::to_string(Bt) +
+                                   (c.bias ? (c.per_row ? " row bias" : " column bias") : "") +
+                                   (c.residual ? " residual" : "") + " " + activation_label(c.act);
+          ga::backend::MatmulEpilogue e;
+          if (c.bias) e.bias = ga::randn({c.per_row ? M : N}, g);
+          e.bias_per_row = c.per_row;
+          if (c.residual) e.residual = ga::randn({Bt, M, N}, g);
+          e.activation = c.act;
+          Tensor out = ga::empty({Bt, M, N});
+          ga::backend::of(out).matmul(a3, b3, out, e);
+          check_epilogue(a3, b3, e.bias, c.per_row, e.residual, c.act, out, what);
+          // Bias, residual and ReLU are the f32 operations a separate pass does, in the same
+          // order: the fused result must equal the unfused ops' bits.
+          if (c.act == Activation::Relu || c.act == Activation::None) {
+            Tensor want = ga::matmul(a3, b3);
+            if (c.bias) want = want + (c.per_row ? e.bias.reshape({1, M, 1}) : e.bias.reshape({1, 1, N}));
+            if (c.residual) want = want + e.residual;
+            want = ga::activate(want, c.act);
+            INFO(what);
+            CHECK(ga::max(ga::abs(out - want)).item<float>() == 0.0f);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("gemm f32: a malformed epilogue is refused, naming it") {
+  const Tensor a = ga::randn({1, 4, 3}), b = ga::randn({1, 3, 5});
+  Tensor out = ga::empty({1, 4, 5});
+  ga::backend::MatmulEpilogue e;
+  e.bias = ga::randn({4});  // per column would need 5
+  bool threw = false;
+  try {
+    ga::backend::of(out).matmul(a, b, out, e);
+  } catch (const ga::ShapeError& err) {
+    threw = std::string(err.what()).find("bias") != std::string::npos;
+  }
+  CHECK(threw);
+  e = {};
+  e.residual = ga::randn({1, 5, 4});
+  threw = false;
+  try {
+    ga::backend::of(out).matmul(a, b, out, e);
+  } catch (const ga::ShapeError& err) {
+    threw = std::string(err.what()).find("residual") != std::string::npos;
+  }
+  CHECK(threw);
+}

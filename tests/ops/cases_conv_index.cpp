@@ -70,6 +70,37 @@ GA_OP_CASE(conv_case("kernel the size of the input: 1x1 output", {3, 1, 4, 3}, {
 GA_OP_CASE(conv_case("size-1 channels and output channels", {1, 1, 4, 4}, {1, 1, 2, 3}, true, {3, 2}, {0, 1}));
 GA_OP_CASE(conv_case("empty batch", {0, 2, 4, 4}, {3, 2, 3, 3}, true, {1, 1}, {1, 1}));
 
+// The fused epilogue: forward runs fused (nothing records), gradients through the unfused ops.
+OpCase conv_epilogue_case(const std::string& name, Shape xs, Shape ws, Shape ys, A2 stride, A2 pad) {
+  OpCase c;
+  c.op = "conv2d";
+  c.name = name;
+  c.shapes = {{I::f(xs), I::f(ws), I::f({ws[0]}), I::f(ys)}};
+  c.fn = [stride, pad](const std::vector<Tensor>& x) {
+    // A bottleneck's last convolution (residual + ReLU), and a convolution + each activation.
+    Tensor y = conv2d(x[0], x[1], x[2], stride, pad, {x[3], Activation::Relu});
+    for (Activation a : {Activation::None, Activation::Relu, Activation::QuickGelu, Activation::Gelu})
+      y = y + conv2d(x[0], x[1], x[2], stride, pad, {Tensor(), a}) * 0.5;
+    return y;
+  };
+  c.reference = [stride, pad](const std::vector<Ref>& x) {
+    const Ref p = ref_conv2d(x[0], x[1], &x[2], stride, pad);
+    Ref y(p.shape);
+    for (int64_t i = 0; i < y.numel(); ++i) {
+      y.v[i] = ref_activation(Activation::Relu, p.v[i] + x[3].v[i]);
+      for (Activation a : {Activation::None, Activation::Relu, Activation::QuickGelu, Activation::Gelu})
+        y.v[i] += 0.5 * ref_activation(a, p.v[i]);
+    }
+    return y;
+  };
+  return c;
+}
+
+GA_OP_CASE(conv_epilogue_case("3x3 padding 1, fused residual and activations", {2, 3, 5, 4}, {4, 3, 3, 3}, {2, 4, 5, 4},
+                              {1, 1}, {1, 1}));
+GA_OP_CASE(conv_epilogue_case("1x1 pointwise, fused residual and activations", {2, 4, 3, 3}, {5, 4, 1, 1}, {2, 5, 3, 3},
+                              {1, 1}, {0, 0}));
+
 // ---- pooling ----
 
 Ref ref_avg_pool2d(const Ref& x, A2 k, A2 s, A2 p, bool include_pad) {

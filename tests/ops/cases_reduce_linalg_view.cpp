@@ -181,6 +181,33 @@ GA_OP_CASE([] {
   return c;
 }());
 
+// The fused epilogue: forward runs fused (nothing records), gradients through the unfused ops.
+GA_OP_CASE([] {
+  OpCase c;
+  c.op = "linear";
+  c.name = "linear with a fused residual and each activation";
+  c.shapes = {{I::f({5, 4}), I::f({3, 4}), I::f({3}), I::f({5, 3})}, {I::f({2, 3, 4}), I::f({6, 4}), I::f({6}), I::f({2, 3, 6})}};
+  c.fn = [](const std::vector<Tensor>& x) {
+    Tensor y = linear(x[0], x[1], x[2], {x[3], Activation::None});
+    for (Activation a : {Activation::Relu, Activation::QuickGelu, Activation::Gelu})
+      y = y + linear(x[0], x[1], x[2], {x[3], a}) + linear(x[0], x[1], Tensor(), {Tensor(), a}) * 0.5;
+    return y;
+  };
+  c.reference = [](const std::vector<Ref>& x) {
+    Ref wt(Shape{x[1].shape[1], x[1].shape[0]});
+    for (int64_t i = 0; i < x[1].shape[0]; ++i)
+      for (int64_t j = 0; j < x[1].shape[1]; ++j) wt.at({j, i}) = x[1].at({i, j});
+    const Ref p = ref_matmul(x[0], wt);
+    const Ref pre = ref_zip(ref_zip(p, x[2], [](double a, double b) { return a + b; }), x[3],
+                            [](double a, double b) { return a + b; });
+    Ref y = pre;
+    for (Activation a : {Activation::Relu, Activation::QuickGelu, Activation::Gelu})
+      for (int64_t i = 0; i < y.numel(); ++i) y.v[i] += ref_activation(a, pre.v[i]) + 0.5 * ref_activation(a, p.v[i]);
+    return y;
+  };
+  return c;
+}());
+
 // ---- views (each composed with a multiply so the gradient is not the identity) ----
 
 OpCase view_case(const char* op, const char* name, std::vector<std::vector<InputSpec>> shapes,

@@ -63,6 +63,16 @@ inline Shape ref_broadcast(const Shape& a, const Shape& b) {
   }
   return o;
 }
+/// activation(x) in double, for the layers' fused epilogues.
+inline double ref_activation(Activation a, double x) {
+  switch (a) {
+    case Activation::Relu: return x > 0 ? x : 0;
+    case Activation::QuickGelu: return x / (1 + std::exp(-1.702 * x));
+    case Activation::Gelu: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+    case Activation::None: break;
+  }
+  return x;
+}
 /// out[i] = f(a[i]).
 inline Ref ref_map(const Ref& a, const std::function<double(double)>& f) {
   Ref o(a.shape);

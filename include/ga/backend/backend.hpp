@@ -45,6 +45,31 @@ struct Window2d {
   int64_t out_w(int64_t w) const { return (w + 2 * pw - kw) / sw + 1; }
 };
 
+/// The activation a matrix product can apply to its results before storing them.
+enum class Activation {
+  None,
+  Relu,       // max(x, 0)
+  QuickGelu,  // x * sigmoid(1.702 x)
+  Gelu,       // exact: x * Phi(x)
+};
+
+/// What a matrix product does to each result before storing it, so that a layer's bias,
+/// activation and residual sum cost no extra pass over memory (inference):
+///   out[i] = activation(a[i] @ b[i] + bias + residual[i]).
+/// An empty epilogue (the default) is the plain product.
+struct MatmulEpilogue {
+  /// [M] with bias_per_row (a convolution's [O, P] output: one value per row), else [N] (a
+  /// linear layer's: one per column); contiguous, out's dtype; shared by the whole batch.
+  /// Undefined: no bias.
+  Tensor bias;
+  bool bias_per_row = false;
+  /// out's shape [B, M, N], contiguous, out's dtype, not overlapping out. Undefined: none.
+  Tensor residual;
+  Activation activation = Activation::None;
+
+  bool empty() const { return !bias.defined() && !residual.defined() && activation == Activation::None; }
+};
+
 /// How a mixed product (a bf16 or f16 operand; see Backend::matmul) treats its f32 and f16
 /// operands. Each is split into bf16 terms, t0 = bf16(x), t1 = bf16(x - t0), ..., and the
 /// partial products of terms i and j with i + j < n are summed in f32, where n is 1, 2 or 3
@@ -106,8 +131,11 @@ class Backend {
   /// strides (batch stride 0 for broadcast); out contiguous. Float dtypes, all the same; or
   /// the mixed product for weights kept in bf16/f16: out f32, a and b each f32, bf16 or f16
   /// (not both f32), computed in bf16 arithmetic with f32 accumulation to the precision
-  /// mixed_matmul_precision() names at the time of the call (see MixedPrecision).
-  virtual void matmul(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  /// mixed_matmul_precision() names at the time of the call (see MixedPrecision). Then
+  /// applies `epilogue` (see MatmulEpilogue) to every result; the sums it adds are f32 (or
+  /// f64) additions after the product's own accumulation, in the order bias, residual.
+  virtual void matmul(const Tensor& a, const Tensor& b, const Tensor& out,
+                      const MatmulEpilogue& epilogue = {}) = 0;
 
   // ---- neural-network kernels (inputs contiguous unless stated) ----
   /// Row-wise (log-)softmax of x [rows, n] into out [rows, n].

@@ -47,11 +47,14 @@ inline void check_window(const char* op, const Tensor& x, int64_t kh, int64_t kw
 }  // namespace ops
 
 /// 2-D cross-correlation (PyTorch's conv2d, groups = 1) of x [N, C, H, W] with
-/// w [O, C, kh, kw], plus b [O] when defined: y [N, O, OH, OW] with
-/// OH = (H + 2 padding[0] - kh) / stride[0] + 1 (likewise OW). One float dtype, one device;
-/// or x f32 with w (and b) bf16 or f16, computed as ops::product_dtype describes, giving f32.
+/// w [O, C, kh, kw], plus b [O] when defined, then `then` (see Epilogue): y [N, O, OH, OW]
+/// with OH = (H + 2 padding[0] - kh) / stride[0] + 1 (likewise OW). One float dtype, one
+/// device; or x f32 with w (and b) bf16 or f16, computed as ops::product_dtype describes,
+/// giving f32.
 inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(), std::array<int64_t, 2> stride = {1, 1},
-                     std::array<int64_t, 2> padding = {0, 0}) {
+                     std::array<int64_t, 2> padding = {0, 0}, const Epilogue& then = {}) {
+  if (ops::needs_unfused({&x, &w, &b, &then.residual}, then))
+    return ops::unfused([&] { return conv2d(x, w, b, stride, padding); }, then);
   ops::check_float("conv2d", x);
   const DType yt = ops::product_dtype("conv2d", x, w);
   ops::check_same_device("conv2d", x, w);
@@ -75,17 +78,16 @@ inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(
   const Tensor xc = x.detach().contiguous();
   const Tensor wm = w.detach().reshape({O, CKK});
   Tensor y = empty({N, O, OH, OW}, yt, x.device());
+  const backend::MatmulEpilogue e = ops::epilogue_for("conv2d", y, b, /*bias_per_row=*/true, then);
   const int64_t chunk = ops::conv_chunk(N, CKK * P);
   for (int64_t n0 = 0; n0 < N && y.numel() > 0; n0 += chunk) {
     const int64_t B = std::min(chunk, N - n0);
-    // y[n] = w [O, CKK] @ cols[n] [CKK, P]: a batched GEMM with the weight broadcast.
+    // y[n] = w [O, CKK] @ cols[n] [CKK, P] + b: a batched GEMM with the weight broadcast.
+    backend::MatmulEpilogue part = e;
+    if (e.residual.defined()) part.residual = e.residual.narrow(0, n0, B).view({B, O, P});
     backend::of(x).matmul(wm.unsqueeze(0).expand({B, O, CKK}), ops::conv_columns(xc, g, n0, B),
-                          y.narrow(0, n0, B).view({B, O, P}));
+                          y.narrow(0, n0, B).view({B, O, P}), part);
   }
-  if (b.defined() && y.numel() > 0)
-    backend::of(y).binary(backend::BinaryOp::Add, y,
-                          (b.dtype() == yt ? b.detach() : b.detach().to(yt)).reshape({1, O, 1, 1}).expand(y.shape()),
-                          y);
 
   return autograd::record("conv2d", {x, w, b}, y, [xc, wm, g, ws = w.shape()](const Tensor& gy, const ops::Needs& n) {
     const int64_t N = xc.size(0), C = xc.size(1), H = xc.size(2), W = xc.size(3);

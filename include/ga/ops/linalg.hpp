@@ -1,9 +1,32 @@
 // Matrix products: matmul with NumPy/PyTorch semantics (1-d operands, broadcast
-// batch dims) and linear (x @ w^T + b), the layer every model is made of.
+// batch dims) and linear (x @ w^T + b), the layer every model is made of, with the
+// epilogue (residual sum, activation) a layer can fuse into its output.
 #pragma once
 #include "reduce.hpp"
 
 namespace ga {
+
+using backend::Activation;
+
+/// What a layer (linear, conv2d) may fuse into its output: y = activation(layer(x) +
+/// residual), with residual of y's shape and dtype (undefined: none). Fused, this costs no
+/// extra pass over memory; when the call records for backward, it is computed as those
+/// separate ops, with their gradients.
+struct Epilogue {
+  Tensor residual;
+  Activation activation = Activation::None;
+};
+
+/// activation(x) as its own op (Activation::None: x itself).
+inline Tensor activate(const Tensor& x, Activation a) {
+  switch (a) {
+    case Activation::Relu: return relu(x);
+    case Activation::QuickGelu: return quick_gelu(x);
+    case Activation::Gelu: return gelu(x);
+    case Activation::None: break;
+  }
+  return x;
+}
 
 namespace ops {
 GA_REGISTER_OP(matmul, "linalg")
@@ -56,6 +79,39 @@ inline Tensor as_batch3(const Tensor& t) {
   return cc.as_strided({batch, r, c}, {r * c, c, 1}, cc.offset());
 }
 
+/// The backend epilogue that adds b (converted to y's dtype when stored as bf16/f16; one value
+/// per row of each product when bias_per_row, else per column), then `then`'s residual
+/// (checked against y's shape, made contiguous) and activation.
+inline backend::MatmulEpilogue epilogue_for(const char* op, const Tensor& y, const Tensor& b, bool bias_per_row,
+                                            const Epilogue& then) {
+  backend::MatmulEpilogue e;
+  if (b.defined()) e.bias = (b.dtype() == y.dtype() ? b.detach() : b.detach().to(y.dtype())).contiguous();
+  e.bias_per_row = bias_per_row;
+  if (then.residual.defined()) {
+    GA_CHECK(then.residual.shape() == y.shape(), ShapeError, op, ": residual ", shape_str(then.residual.shape()),
+             " does not match the output ", shape_str(y.shape()));
+    check_same_dtype(op, y, then.residual);
+    check_same_device(op, y, then.residual);
+    e.residual = then.residual.detach().contiguous();
+  }
+  e.activation = then.activation;
+  return e;
+}
+
+/// `layer` (the plain op) followed by `then` as separate ops: what a fused layer computes,
+/// for when it records for backward.
+template <class F>
+inline Tensor unfused(const F& layer, const Epilogue& then) {
+  Tensor y = layer();
+  if (then.residual.defined()) y = add(y, then.residual);
+  return activate(y, then.activation);
+}
+
+/// Whether a layer with epilogue `then` must run unfused: it records for backward.
+inline bool needs_unfused(std::initializer_list<const Tensor*> inputs, const Epilogue& then) {
+  return (then.residual.defined() || then.activation != Activation::None) && autograd::needs_record(inputs);
+}
+
 /// a [..., M, K] @ b [..., K, N] with broadcast batch dims; both at least 2-d.
 inline Tensor matmul_nd(const Tensor& a, const Tensor& b) {
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
@@ -105,10 +161,12 @@ inline Tensor matmul(const Tensor& a, const Tensor& b) {
   return y;
 }
 
-/// x [..., in] @ w[out, in]^T + b[out] (b optional). The weight is used transposed in
-/// place (no copy). x, w and b share one float dtype; or x is f32 and w (and b) bf16 or
-/// f16, computed as ops::product_dtype describes, giving f32.
-inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor()) {
+/// x [..., in] @ w[out, in]^T + b[out] (b optional), then `then` (see Epilogue). The weight
+/// is used transposed in place (no copy). x, w and b share one float dtype; or x is f32 and w
+/// (and b) bf16 or f16, computed as ops::product_dtype describes, giving f32.
+inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(), const Epilogue& then = {}) {
+  if (ops::needs_unfused({&x, &w, &b, &then.residual}, then))
+    return ops::unfused([&] { return linear(x, w, b); }, then);
   ops::check_float("linear", x);
   const DType yt = ops::product_dtype("linear", x, w);
   ops::check_same_device("linear", x, w);
@@ -124,12 +182,10 @@ inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(
   Shape os = x.shape();
   os.back() = outf;
   Tensor x2 = x.detach().reshape({-1, in});
-  Tensor y = empty({x2.size(0), outf}, yt, x.device());
-  backend::of(x).matmul(x2.unsqueeze(0), w.detach().t().unsqueeze(0), y.unsqueeze(0));
-  if (b.defined())
-    ops::inplace_binary("linear", backend::BinaryOp::Add, y,
-                        (b.dtype() == yt ? b.detach() : b.detach().to(yt)).expand(y.shape()));
-  y = y.view(os);
+  Tensor y = empty(os, yt, x.device());
+  backend::MatmulEpilogue e = ops::epilogue_for("linear", y, b, /*bias_per_row=*/false, then);
+  if (e.residual.defined()) e.residual = e.residual.view({1, x2.size(0), outf});
+  backend::of(x).matmul(x2.unsqueeze(0), w.detach().t().unsqueeze(0), y.view({1, x2.size(0), outf}), e);
   return autograd::record("linear", {x, w, b}, y,
                           [x2, w = w.detach(), in, xs = x.shape()](const Tensor& g, const ops::Needs& n) {
                             Tensor g2 = g.reshape({-1, g.size(-1)});

@@ -39,7 +39,7 @@ class CpuBackend final : public Backend {
   void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) override;
 
   void reduce_last(ReduceOp op, const Tensor& x, const Tensor& out) override;
-  void matmul(const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const MatmulEpilogue& epilogue) override;
 
   void softmax_last(const Tensor& x, const Tensor& out, bool log) override;
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal,

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cpu_backend.hpp"
+#include "epilogue.hpp"
 
 #if defined(__x86_64__) && ((defined(__clang__) && __clang_major__ >= 12) || \
                             (defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11))
@@ -745,7 +746,7 @@ inline void gemm_x86(Bf16Kernel kernel, const Operand& A, const Operand& B, floa
 /// out[i] = a[i] @ b[i] for a [Bt, M, K], b [Bt, K, N] (f32, bf16 or f16, any strides,
 /// batch stride 0 for a broadcast operand), out [Bt, M, N] contiguous f32, at the precision
 /// mixed_matmul_precision() names, with the kernel bf16_kernel() names.
-inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
+inline void product(const Tensor& a, const Tensor& b, const Tensor& out) {
   const int64_t Bt = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
   float* cp = static_cast<float*>(out.raw_data());
   if (out.numel() == 0) return;
@@ -782,6 +783,12 @@ inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
   }
 #endif
   for (int64_t i = 0; i < Bt; ++i) gemm_reference(operand_a(i), operand_b(i), cp + i * M * N, M, N, K, prec);
+}
+
+/// product(a, b, out), then the epilogue (out f32; see backend::MatmulEpilogue).
+inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const MatmulEpilogue& epilogue = {}) {
+  product(a, b, out);
+  apply_epilogue(out, epilogue);
 }
 
 }  // namespace ga::backend::cpu::bf16_gemm

@@ -105,6 +105,7 @@ inline F32Kernel f32_gemm_path(int64_t M, int64_t N, int64_t K) {
 }  // namespace ga::backend::cpu
 
 #if GA_EMIT_CPU_KERNELS && GA_X86_F32_KERNELS
+#include "epilogue.hpp"
 #include "host_cache.hpp"
 #include "parallel.hpp"
 
@@ -208,15 +209,40 @@ GA_TARGET_AVX512F inline void pack_panels(const Operand& X, int64_t rows, int64_
   }
 }
 
+// ---- epilogue ----
+
+/// A product's epilogue (backend::MatmulEpilogue) for one C [M, N]: what is added to the
+/// results and how they are activated, as raw pointers. Null pointers add nothing.
+struct Epilogue {
+  const float* row_bias = nullptr;  // [M]
+  const float* col_bias = nullptr;  // [N]
+  const float* residual = nullptr;  // [M, N], row stride ldr
+  int64_t ldr = 0;
+  Activation activation = Activation::None;
+
+  bool empty() const { return !row_bias && !col_bias && !residual && activation == Activation::None; }
+};
+
+/// The part of an Epilogue the micro-kernel applies in registers, for one register tile:
+/// every pointer at the tile's first row / column.
+struct TileEpilogue {
+  const float* row_bias;
+  const float* col_bias;
+  const float* residual;
+  int64_t ldr;
+  bool relu;
+};
+
 // ---- micro-kernel ----
 
 /// C[0..MR) x [0..cols) (row stride ldc) = (accumulate ? C : 0) + a @ b, where a is a packed
 /// A panel (kMR values per k, the first MR used) and b holds 16 NV readable values per k, ldb
 /// apart (a packed B panel, ldb = kNR, or B itself). cols <= 16 NV; columns past cols are
-/// computed and not stored.
+/// computed and not stored. With `ep`, each stored value is then (value + bias) + residual,
+/// through ReLU when ep->relu: the same f32 operations a separate pass would do.
 template <int MR, int NV>
 GA_TARGET_AVX512F inline void micro_kernel(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
-                                           int64_t ldc, int64_t cols, bool accumulate) {
+                                           int64_t ldc, int64_t cols, bool accumulate, const TileEpilogue* ep) {
   __m512 acc[MR][NV];
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r)
@@ -249,12 +275,19 @@ GA_TARGET_AVX512F inline void micro_kernel(int64_t kc, const float* a, const flo
       const __mmask16 m = j + 1 < NV ? __mmask16(0xffff) : last;
       __m512 v = acc[r][j];
       if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, cr + 16 * j));
+      if (ep) {
+        if (ep->row_bias) v = _mm512_add_ps(v, _mm512_set1_ps(ep->row_bias[r]));
+        if (ep->col_bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, ep->col_bias + 16 * j));
+        if (ep->residual) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, ep->residual + r * ep->ldr + 16 * j));
+        if (ep->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+      }
       _mm512_mask_storeu_ps(cr + 16 * j, m, v);
     }
   }
 }
 
-using MicroKernel = void (*)(int64_t, const float*, const float*, int64_t, float*, int64_t, int64_t, bool);
+using MicroKernel = void (*)(int64_t, const float*, const float*, int64_t, float*, int64_t, int64_t, bool,
+                            const TileEpilogue*);
 
 template <int NV>
 inline MicroKernel micro_kernel_for_rows(int64_t rows) {
@@ -298,10 +331,11 @@ inline void pack_a(const Operand& A, const PackedA& pa, int64_t mp0, int64_t mp1
   }
 }
 
-/// C rows [m0, m1) x columns [n0, n1) (m0 a multiple of kMR, n0 of kNR) on this thread;
-/// bbuf has room for a kKC x kNC block of B.
+/// C rows [m0, m1) x columns [n0, n1) (m0 a multiple of kMR, n0 of kNR) on this thread, the
+/// epilogue applied as each tile gets its last k block; bbuf has room for a kKC x kNC block
+/// of B.
 inline void run_block(const PackedA& pa, const Operand& B, float* C, int64_t ldc, int64_t m0, int64_t m1,
-                      int64_t n0, int64_t n1, float* bbuf) {
+                      int64_t n0, int64_t n1, float* bbuf, const Epilogue& e) {
   if (m0 >= m1 || n0 >= n1) return;
   const int64_t K = pa.K;
   // A shallow product takes wider B blocks (as many bytes), so that C is written in long runs.
@@ -317,9 +351,17 @@ inline void run_block(const PackedA& pa, const Operand& B, float* C, int64_t ldc
         const float* a = pa.panel(k0 / kKC, m / kMR);
         const MicroKernel full = micro_kernel_for_rows<2>(rows);
         const MicroKernel half = micro_kernel_for_rows<1>(rows);
+        const bool last = k0 + kc == K && !e.empty();
         for (int64_t n = 0; n < nc; n += kNR) {
-          const int64_t cols = std::min(kNR, nc - n);
-          (cols > 16 ? full : half)(kc, a, bbuf + n * kc, kNR, C + m * ldc + nb + n, ldc, cols, k0 > 0);
+          const int64_t cols = std::min(kNR, nc - n), col = nb + n;
+          float* c = C + m * ldc + col;
+          const TileEpilogue tile{e.row_bias ? e.row_bias + m : nullptr, e.col_bias ? e.col_bias + col : nullptr,
+                                  e.residual ? e.residual + m * e.ldr + col : nullptr, e.ldr,
+                                  e.activation == Activation::Relu};
+          (cols > 16 ? full : half)(kc, a, bbuf + n * kc, kNR, c, ldc, cols, k0 > 0, last ? &tile : nullptr);
+          // Other activations on the tile just stored, while it is in L1.
+          if (last && e.activation != Activation::None && e.activation != Activation::Relu)
+            for (int64_t r = 0; r < rows; ++r) detail::activate_row<float>(e.activation, c + r * ldc, cols);
         }
       }
     }
@@ -349,10 +391,10 @@ inline void choose_grid(int64_t M, int64_t N, int threads, int& tm, int& tn) {
   }
 }
 
-/// C [M, N] (row stride ldc) = A [M, K] @ B [K, N] on `threads` threads, K = pa.K >= 1. pa has
-/// room for A packed; pack false means A is already there (a weight shared by a batch).
+/// C [M, N] (row stride ldc) = epilogue(A [M, K] @ B [K, N]) on `threads` threads, K = pa.K >= 1.
+/// pa has room for A packed; pack false means A is already there (a weight shared by a batch).
 inline void gemm(const Operand& A, const Operand& B, float* C, int64_t ldc, int64_t M, int64_t N, const PackedA& pa,
-                 bool pack, int threads) {
+                 bool pack, int threads, const Epilogue& e) {
   constexpr int kMaxThreads = 256;
   threads = std::max(1, std::min(threads, kMaxThreads));
   int tm = 1, tn = 1;
@@ -362,7 +404,7 @@ inline void gemm(const Operand& A, const Operand& B, float* C, int64_t ldc, int6
   auto work = [&](int tid, float* bbuf) {
     const int64_t im = tid / tn, in = tid % tn;
     run_block(pa, B, C, ldc, MP * im / tm * kMR, std::min(M, MP * (im + 1) / tm * kMR), NP * in / tn * kNR,
-              std::min(N, NP * (in + 1) / tn * kNR), bbuf);
+              std::min(N, NP * (in + 1) / tn * kNR), bbuf, e);
   };
   const size_t bbytes = size_t(kKC * kNC) * sizeof(float);
 #ifdef _OPENMP
@@ -392,24 +434,35 @@ inline void gemm(const Operand& A, const Operand& B, float* C, int64_t ldc, int6
 #pragma GCC diagnostic pop
 #endif
 
-/// out[i] = a[i] @ b[i] for a [Bt, M, K], b [Bt, K, N] (f32, any strides, batch stride 0 for
-/// a broadcast operand), out [Bt, M, N] contiguous f32. Many small products run one per
-/// thread; larger ones one after another, each on every thread.
-inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
+/// out[i] = epilogue(a[i] @ b[i]) for a [Bt, M, K], b [Bt, K, N] (f32, any strides, batch
+/// stride 0 for a broadcast operand), out [Bt, M, N] contiguous f32 (see
+/// backend::MatmulEpilogue). Many small products run one per thread; larger ones one after
+/// another, each on every thread.
+inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const MatmulEpilogue& epilogue = {}) {
   const int64_t Bt = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
   float* cp = static_cast<float*>(out.raw_data());
   if (out.numel() == 0) return;
   if (K == 0) {
     std::memset(cp, 0, size_t(out.numel()) * sizeof(float));
+    apply_epilogue(out, epilogue);
     return;
   }
+  detail::check_epilogue("matmul", out, epilogue);
+  const float* bias = epilogue.bias.defined() ? static_cast<const float*>(epilogue.bias.raw_data()) : nullptr;
+  const float* residual =
+      epilogue.residual.defined() ? static_cast<const float*>(epilogue.residual.raw_data()) : nullptr;
+  // Item i's epilogue: the bias is shared by the batch, the residual is the item's own.
+  auto epilogue_of = [&](int64_t i) {
+    return Epilogue{epilogue.bias_per_row ? bias : nullptr, epilogue.bias_per_row ? nullptr : bias,
+                    residual ? residual + i * M * N : nullptr, N, epilogue.activation};
+  };
   const Shape& as = a.strides();
   const Shape& bs = b.strides();
   const float* ap = static_cast<const float*>(a.raw_data());
   const float* bp = static_cast<const float*>(b.raw_data());
   auto run = [&](int64_t i, const PackedA& pa, bool pack, int threads) {
     gemm(Operand{ap + i * as[0], as[1], as[2]}, Operand{bp + i * bs[0], bs[1], bs[2]}, cp + i * M * N, N, M, N, pa, pack,
-         threads);
+         threads, epilogue_of(i));
   };
   const size_t abytes = packed_a_floats(M, K) * sizeof(float);
   const double flops = 2.0 * double(M) * double(N) * double(K);

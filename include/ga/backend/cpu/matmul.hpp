@@ -2,11 +2,13 @@
 // where the CPU runs it; the rest (f64, other CPUs, tiny products, GA_GEMM_F32=eigen) to
 // Eigen's GEMM, mapping our strided buffers in place (row- or column-major) so the common
 // cases copy nothing. Products with a bf16 or f16 operand go to the reduced-precision
-// kernels of gemm_bf16.hpp.
+// kernels of gemm_bf16.hpp. The epilogue (bias, residual, activation) is fused into the
+// stores where the kernel does that (the AVX-512 f32 GEMM), else one pass after the product.
 #pragma once
 #include <Eigen/Core>
 
 #include "cpu_backend.hpp"
+#include "epilogue.hpp"
 #include "gemm_bf16.hpp"
 #include "gemm_f32.hpp"
 
@@ -52,19 +54,20 @@ inline void gemm_one(const T* a, const Shape& as, const T* b, const Shape& bs, T
 
 }  // namespace detail
 
-GA_CPU_KERNEL void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
+GA_CPU_KERNEL void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out,
+                                       const MatmulEpilogue& epilogue) {
   const int64_t B = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
   if (a.dtype() != out.dtype() || b.dtype() != out.dtype()) {
     auto storable = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; };
     GA_CHECK(out.dtype() == DType::f32 && storable(a.dtype()) && storable(b.dtype()), DTypeError,
              "matmul: no kernel for ", dtype_name(a.dtype()), " @ ", dtype_name(b.dtype()), " -> ",
              dtype_name(out.dtype()), " (mixed products take f32, bf16 or f16 operands into f32)");
-    bf16_gemm::matmul(a, b, out);
+    bf16_gemm::matmul(a, b, out, epilogue);
     return;
   }
 #if GA_X86_F32_KERNELS
   if (a.dtype() == DType::f32 && f32_gemm_path(out.size(1), out.size(2), a.size(2)) == F32Kernel::Avx512) {
-    f32_gemm::matmul(a, b, out);
+    f32_gemm::matmul(a, b, out, epilogue);
     return;
   }
 #endif
@@ -88,6 +91,7 @@ GA_CPU_KERNEL void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Te
       for (int64_t i = 0; i < B; ++i) one(i);
     }
   });
+  apply_epilogue(out, epilogue);
 }
 
 }  // namespace ga::backend::cpu
