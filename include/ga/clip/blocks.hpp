@@ -37,47 +37,40 @@ inline const Tensor& weight_at(const TensorMap& m, const std::string& name) {
   return it->second;
 }
 
-/// The f32 values of a small weight (norms, embeddings): the tensor itself when it is f32,
-/// else a converted copy. The products' weights are not converted: matmul, linear and conv2d
-/// take f16/bf16 weights directly (the mixed product, exact unless the forward pass runs
-/// under a lower MixedPrecisionScope; see LoadOptions).
+/// The f32 values of a small weight (biases, norms, embeddings), converted once when the
+/// towers are built: the tensor itself when it is f32, else a converted copy. The products'
+/// weights are not converted: matmul, linear and conv2d take f16/bf16 weights directly (the
+/// mixed product, exact unless the forward pass runs under a lower MixedPrecisionScope; see
+/// LoadOptions).
 inline Tensor as_f32(const Tensor& t) { return !t.defined() || t.dtype() == DType::f32 ? t : t.to(DType::f32); }
 
-/// x @ w^T + b with a weight of any stored float dtype (the bias in f32: with WeightMode::Bf16
-/// the weight may be bf16 while the bias is stored f16).
-inline Tensor linear_any(const Tensor& x, const Tensor& w, const Tensor& b) { return linear(x, w, as_f32(b)); }
+/// The small weight `name` from `m` as f32 (see as_f32).
+inline Tensor small_weight_at(const TensorMap& m, const std::string& name) { return as_f32(weight_at(m, name)); }
 
 /// Layer norm over the last dim, OpenAI's eps 1e-5 (its LayerNorm subclass computes in f32).
 struct LayerNormWeights {
-  Tensor weight, bias;
+  Tensor weight, bias;  // f32
   static LayerNormWeights from(const TensorMap& m, const std::string& prefix) {
-    return {weight_at(m, prefix + ".weight"), weight_at(m, prefix + ".bias")};
+    return {small_weight_at(m, prefix + ".weight"), small_weight_at(m, prefix + ".bias")};
   }
-  Tensor operator()(const Tensor& x) const {
-    return layer_norm(x, {x.size(-1)}, as_f32(weight), as_f32(bias), 1e-5);
-  }
+  Tensor operator()(const Tensor& x) const { return layer_norm(x, {x.size(-1)}, weight, bias, 1e-5); }
 };
 
 struct LinearWeights {
-  Tensor weight, bias;  // [out, in], [out]
+  Tensor weight, bias;  // [out, in] as stored, [out] f32
   static LinearWeights from(const TensorMap& m, const std::string& prefix) {
-    return {weight_at(m, prefix + ".weight"), weight_at(m, prefix + ".bias")};
+    return {weight_at(m, prefix + ".weight"), small_weight_at(m, prefix + ".bias")};
   }
-  Tensor operator()(const Tensor& x) const { return linear_any(x, weight, bias); }
+  /// then.activation(x @ weight^T + bias + then.residual), fused into the product's stores.
+  Tensor operator()(const Tensor& x, const Epilogue& then = {}) const { return linear(x, weight, bias, then); }
 };
 
-/// The MLP activation named by ClipConfig::activation.
-enum class Activation { QuickGelu, Gelu };
-
+/// The MLP activation named by ClipConfig::activation: QuickGelu or Gelu.
 inline Activation activation_from_name(const std::string& name) {
   if (name == "quick_gelu") return Activation::QuickGelu;
   GA_CHECK(name == "gelu", ValueError, "clip model: unknown activation \"", name,
            "\" (expected \"quick_gelu\" or \"gelu\")");
   return Activation::Gelu;
-}
-
-inline Tensor apply_activation(Activation a, const Tensor& x) {
-  return a == Activation::QuickGelu ? quick_gelu(x) : gelu(x);
 }
 
 /// Multi-head attention on already projected q [N, Lq, D], k, v [N, L, D] with `heads`
@@ -94,7 +87,7 @@ inline Tensor multi_head_attention(const Tensor& q, const Tensor& k, const Tenso
 /// with attn's q, k, v projections stacked in in_proj_weight / in_proj_bias.
 struct ResidualBlockWeights {
   LayerNormWeights ln_1, ln_2;
-  Tensor in_proj_weight, in_proj_bias;  // [3D, D], [3D]: q, k, v stacked
+  Tensor in_proj_weight, in_proj_bias;  // [3D, D] as stored, [3D] f32: q, k, v stacked
   LinearWeights out_proj, c_fc, c_proj;
 
   static ResidualBlockWeights from(const TensorMap& m, const std::string& prefix) {
@@ -102,21 +95,22 @@ struct ResidualBlockWeights {
     b.ln_1 = LayerNormWeights::from(m, prefix + ".ln_1");
     b.ln_2 = LayerNormWeights::from(m, prefix + ".ln_2");
     b.in_proj_weight = weight_at(m, prefix + ".attn.in_proj_weight");
-    b.in_proj_bias = weight_at(m, prefix + ".attn.in_proj_bias");
+    b.in_proj_bias = small_weight_at(m, prefix + ".attn.in_proj_bias");
     b.out_proj = LinearWeights::from(m, prefix + ".attn.out_proj");
     b.c_fc = LinearWeights::from(m, prefix + ".mlp.c_fc");
     b.c_proj = LinearWeights::from(m, prefix + ".mlp.c_proj");
     return b;
   }
 
-  /// Updates x [N, L, D] (contiguous, not requiring grad) in place.
+  /// Replaces x [N, L, D] (contiguous, not requiring grad) by the block's output; the
+  /// residual sums and the MLP activation are fused into the products.
   void forward_inplace(Tensor& x, int64_t heads, Activation act, bool causal) const {
     const int64_t D = x.size(-1);
-    Tensor qkv = linear_any(ln_1(x), in_proj_weight, in_proj_bias);  // [N, L, 3D]
+    Tensor qkv = linear(ln_1(x), in_proj_weight, in_proj_bias);  // [N, L, 3D]
     Tensor a = multi_head_attention(qkv.narrow(-1, 0, D), qkv.narrow(-1, D, D), qkv.narrow(-1, 2 * D, D), heads,
                                     causal);
-    add_(x, out_proj(a));
-    add_(x, c_proj(apply_activation(act, c_fc(ln_2(x)))));
+    x = out_proj(a, {x});
+    x = c_proj(c_fc(ln_2(x), {Tensor(), act}), {x});
   }
 };
 
@@ -131,7 +125,7 @@ struct TransformerWeights {
     return t;
   }
 
-  /// Runs every block on x [N, L, D] in place; records "<prefix>.resblocks.<i>" after each
+  /// Runs every block on x [N, L, D] (replaced by the output); records "<prefix>.resblocks.<i>" after each
   /// block into `trace` when given.
   void forward_inplace(Tensor& x, int64_t heads, Activation act, bool causal, Trace* trace,
                        const std::string& prefix) const {

@@ -37,8 +37,9 @@ struct FoldedConv {
     return c;
   }
 
-  Tensor operator()(const Tensor& x, int64_t stride = 1) const {
-    return conv2d(x, weight, bias, {stride, stride}, {pad, pad});
+  /// then.activation(conv(x) + then.residual), fused into the product's stores.
+  Tensor operator()(const Tensor& x, int64_t stride = 1, const Epilogue& then = {}) const {
+    return conv2d(x, weight, bias, {stride, stride}, {pad, pad}, then);
   }
 };
 
@@ -51,24 +52,18 @@ struct BottleneckWeights {
   int64_t stride = 1;
 
   Tensor forward(const Tensor& x) const {
-    Tensor out = relu(conv1(x));
-    out = relu(conv2(out));
+    const Tensor shortcut = has_downsample ? downsample(stride > 1 ? avg_pool2d(x, {stride, stride}) : x) : x;
+    Tensor out = conv1(x, 1, {Tensor(), Activation::Relu});
+    out = conv2(out, 1, {Tensor(), Activation::Relu});
     if (stride > 1) out = avg_pool2d(out, {stride, stride});
-    out = conv3(out);
-    if (has_downsample) {
-      const Tensor pooled = stride > 1 ? avg_pool2d(x, {stride, stride}) : x;
-      add_(out, downsample(pooled));
-    } else {
-      add_(out, x);
-    }
-    return relu(out);
+    return conv3(out, 1, {shortcut, Activation::Relu});
   }
 };
 
 /// AttentionPool2d: the spatial tokens with their mean prepended, plus a positional
 /// embedding; one multi-head attention whose only query is the mean token; then c_proj.
 struct AttentionPoolWeights {
-  Tensor positional_embedding;  // [HW + 1, C]
+  Tensor positional_embedding;  // [HW + 1, C] f32
   LinearWeights q_proj, k_proj, v_proj, c_proj;
   int64_t heads = 0;
 
@@ -77,7 +72,7 @@ struct AttentionPoolWeights {
     const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
     Tensor tokens = x.reshape({N, C, HW}).permute({0, 2, 1});     // [N, HW, C]
     Tensor t = concat({mean(tokens, {1}, true), tokens}, 1);      // [N, HW + 1, C], contiguous
-    add_(t, as_f32(positional_embedding));
+    add_(t, positional_embedding);
     Tensor q = q_proj(t.narrow(1, 0, 1));                         // [N, 1, C]
     Tensor a = multi_head_attention(q, k_proj(t), v_proj(t), heads, /*causal=*/false);
     return c_proj(a.reshape({N, C}));
@@ -116,7 +111,7 @@ struct ModifiedResNetWeights {
       }
       r.stages.push_back(std::move(blocks));
     }
-    r.attnpool.positional_embedding = weight_at(m, "visual.attnpool.positional_embedding");
+    r.attnpool.positional_embedding = small_weight_at(m, "visual.attnpool.positional_embedding");
     r.attnpool.q_proj = LinearWeights::from(m, "visual.attnpool.q_proj");
     r.attnpool.k_proj = LinearWeights::from(m, "visual.attnpool.k_proj");
     r.attnpool.v_proj = LinearWeights::from(m, "visual.attnpool.v_proj");
@@ -146,9 +141,10 @@ struct ModifiedResNetWeights {
 
   /// images [N, 3, R, R] f32 (checked by the caller) -> [N, embed] f32.
   Tensor forward(const Tensor& images, Trace* trace) const {
-    Tensor x = relu(conv1(images, 2));
-    x = relu(conv2(x));
-    x = relu(conv3(x));
+    const Epilogue then_relu{Tensor(), Activation::Relu};
+    Tensor x = conv1(images, 2, then_relu);
+    x = conv2(x, 1, then_relu);
+    x = conv3(x, 1, then_relu);
     x = avg_pool2d(x, {2, 2});
     if (trace) trace->emplace_back("visual.avgpool", x);
     for (size_t s = 0; s < stages.size(); ++s)

@@ -47,7 +47,7 @@ struct TextTransformerWeights {
   int64_t heads = 0, context_length = 0, vocab_size = 0;
   Activation act = Activation::QuickGelu;
   Tensor token_embedding;       // [vocab, D]
-  Tensor positional_embedding;  // [ctx, D]
+  Tensor positional_embedding;  // [ctx, D] f32
   TransformerWeights transformer;
   LayerNormWeights ln_final;
   Tensor text_projection;       // [D, embed], applied as x @ text_projection
@@ -59,7 +59,7 @@ struct TextTransformerWeights {
     t.vocab_size = cfg.vocab_size;
     t.act = activation_from_name(cfg.activation);
     t.token_embedding = weight_at(m, "token_embedding.weight");
-    t.positional_embedding = weight_at(m, "positional_embedding");
+    t.positional_embedding = small_weight_at(m, "positional_embedding");
     t.transformer = TransformerWeights::from(m, "transformer", cfg.transformer_layers);
     t.ln_final = LayerNormWeights::from(m, "ln_final");
     t.text_projection = weight_at(m, "text_projection");
@@ -87,7 +87,7 @@ struct TextTransformerWeights {
     const int64_t L = full_length ? context_length : eot.length;
     if (N == 0) return empty({0, text_projection.size(1)});
     Tensor x = embed(tokens.narrow(1, 0, L));  // [N, L, D], contiguous
-    add_(x, as_f32(positional_embedding).narrow(0, 0, L));
+    add_(x, positional_embedding.narrow(0, 0, L));
     if (trace) trace->emplace_back("text.embedding", x.clone());
     transformer.forward_inplace(x, heads, act, /*causal=*/true, trace, "transformer");
     if (trace) trace->emplace_back("ln_final", ln_final(x));

@@ -11,8 +11,8 @@ struct VisionTransformerWeights {
   int64_t patch = 0, heads = 0;
   Activation act = Activation::QuickGelu;
   Tensor conv1;                   // [W, 3, patch, patch], no bias
-  Tensor class_embedding;         // [W]
-  Tensor positional_embedding;    // [grid^2 + 1, W]
+  Tensor class_embedding;         // [W] f32
+  Tensor positional_embedding;    // [grid^2 + 1, W] f32
   LayerNormWeights ln_pre, ln_post;
   TransformerWeights transformer;
   Tensor proj;                    // [W, embed], applied as x @ proj
@@ -23,8 +23,8 @@ struct VisionTransformerWeights {
     v.heads = cfg.vision_heads;
     v.act = activation_from_name(cfg.activation);
     v.conv1 = weight_at(m, "visual.conv1.weight");
-    v.class_embedding = weight_at(m, "visual.class_embedding");
-    v.positional_embedding = weight_at(m, "visual.positional_embedding");
+    v.class_embedding = small_weight_at(m, "visual.class_embedding");
+    v.positional_embedding = small_weight_at(m, "visual.positional_embedding");
     v.ln_pre = LayerNormWeights::from(m, "visual.ln_pre");
     v.ln_post = LayerNormWeights::from(m, "visual.ln_post");
     v.transformer = TransformerWeights::from(m, "visual.transformer", cfg.vision_layers[0]);
@@ -39,9 +39,9 @@ struct VisionTransformerWeights {
     if (trace) trace->emplace_back("visual.conv1", x);
     const int64_t P = x.size(2) * x.size(3);
     Tensor tokens = x.view({N, W, P}).permute({0, 2, 1});                 // [N, P, W]
-    Tensor cls = as_f32(class_embedding).reshape({1, 1, W}).expand({N, 1, W});
+    Tensor cls = class_embedding.reshape({1, 1, W}).expand({N, 1, W});
     x = concat({cls, tokens}, 1);                                         // [N, P + 1, W], contiguous
-    add_(x, as_f32(positional_embedding));
+    add_(x, positional_embedding);
     x = ln_pre(x);
     if (trace) trace->emplace_back("visual.ln_pre", x.clone());
     transformer.forward_inplace(x, heads, act, /*causal=*/false, trace, "visual.transformer");
