@@ -11,6 +11,15 @@
 // once), GA_CLIP_VOCAB (default ../shared/clip/bpe_simple_vocab_16e6.txt.gz),
 // GA_CLIP_BENCH_MIN_TIME (seconds per tower figure, 3), GA_CLIP_GEMM_MIN_TIME (0.3),
 // GA_CLIP_BENCH_GEMM (0 skips the GEMM ceiling benchmarks).
+//
+// The image towers against their ceiling, robust to the machine's drift (no Google Benchmark):
+//
+//   bench_clip ceiling [--models ViT-B/32,RN50] [--batches 1,16] [--rounds 9]
+//                      [--pass-seconds 1.0] [--out FILE.json]
+//
+// times, per model and batch, a tower pass and a ceiling pass (every GEMM shape, ours and
+// OpenBLAS) alternately, back to back (run_ceiling below); one line per round on stdout, the
+// per-round times as JSON in FILE (else on stdout).
 // Normally run by bench/run_clip_bench.sh together with the PyTorch peer.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
@@ -18,9 +27,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <sstream>
 
 #include <ga/clip/model.hpp>
+#include <ga/io/json.hpp>
 
 #include "bench_common.hpp"
 #include "clip_bench_common.hpp"
@@ -130,39 +142,66 @@ void set_gemm_counters(benchmark::State& st, const Gemm& g) {
   st.SetLabel(ga::cat("batch=", g.batch, " M=", g.M, " K=", g.K, " N=", g.N));
 }
 
-void bench_gemm_ga(benchmark::State& st, Gemm g) {
-  ga::Generator gen(11);
-  ga::NoGradGuard ng;
-  if (g.kind == GemmKind::Linear) {  // as ga::linear calls it: the weight used transposed in place
-    const ga::Tensor x = ga::randn({g.M, g.K}, gen), w = ga::randn({g.N, g.K}, gen);
-    for (auto _ : st) benchmark::DoNotOptimize(ga::linear(x, w).raw_data());
-  } else if (g.kind == GemmKind::Conv) {
-    const ga::Tensor w = ga::randn({g.M, g.K}, gen), cols = ga::randn({g.K, g.N}, gen);
-    for (auto _ : st) benchmark::DoNotOptimize(ga::matmul(w, cols).raw_data());
-  } else {  // per-head products, batched; b given as a transposed view like q @ k^T
-    const ga::Tensor a = ga::randn({g.batch, g.M, g.K}, gen), b = ga::randn({g.batch, g.N, g.K}, gen);
-    const ga::Tensor bt = b.transpose(1, 2);
-    for (auto _ : st) benchmark::DoNotOptimize(ga::matmul(a, bt).raw_data());
+/// The operands of one matrix product, made once, and the product computed by ours
+/// (ga::linear / ga::matmul, as the towers call them) or by OpenBLAS's sgemm.
+class GemmOperands {
+ public:
+  explicit GemmOperands(const Gemm& g) : g_(g) {
+    ga::Generator gen(11);
+    if (g.kind == GemmKind::Linear) {  // as ga::linear calls it: the weight used transposed in place
+      a_ = ga::randn({g.M, g.K}, gen);
+      b_ = ga::randn({g.N, g.K}, gen);
+    } else if (g.kind == GemmKind::Conv) {
+      a_ = ga::randn({g.M, g.K}, gen);
+      b_ = ga::randn({g.K, g.N}, gen);
+    } else {  // per-head products, batched; b given as a transposed view like q @ k^T
+      a_ = ga::randn({g.batch, g.M, g.K}, gen);
+      b_ = ga::randn({g.batch, g.N, g.K}, gen).transpose(1, 2);
+    }
+    A_.assign(size_t(g.batch * g.M * g.K), 0.5f);
+    B_.assign(size_t(g.batch * g.K * g.N), 0.25f);
+    C_.assign(size_t(g.batch * g.M * g.N), 0.0f);
   }
+
+  void ours() const {
+    ga::NoGradGuard ng;
+    if (g_.kind == GemmKind::Linear)
+      benchmark::DoNotOptimize(ga::linear(a_, b_).raw_data());
+    else
+      benchmark::DoNotOptimize(ga::matmul(a_, b_).raw_data());
+  }
+
+  void openblas() {
+    const int M = int(g_.M), K = int(g_.K), N = int(g_.N);
+    if (g_.kind == GemmKind::Linear) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A_.data(), K, B_.data(), K, 0.0f, C_.data(),
+                  N);
+    } else if (g_.kind == GemmKind::Conv) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A_.data(), K, B_.data(), N, 0.0f,
+                  C_.data(), N);
+    } else {
+      for (int64_t i = 0; i < g_.batch; ++i)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A_.data() + i * M * K, K,
+                    B_.data() + i * K * N, K, 0.0f, C_.data() + i * M * N, N);
+    }
+    benchmark::DoNotOptimize(C_.data());
+  }
+
+ private:
+  Gemm g_;
+  ga::Tensor a_, b_;
+  std::vector<float> A_, B_, C_;
+};
+
+void bench_gemm_ga(benchmark::State& st, Gemm g) {
+  const GemmOperands op(g);
+  for (auto _ : st) op.ours();
   set_gemm_counters(st, g);
 }
 
 void bench_gemm_openblas(benchmark::State& st, Gemm g) {
-  const int M = int(g.M), K = int(g.K), N = int(g.N);
-  std::vector<float> a(size_t(g.batch) * M * K, 0.5f), b(size_t(g.batch) * K * N, 0.25f), c(size_t(g.batch) * M * N);
-  for (auto _ : st) {
-    if (g.kind == GemmKind::Linear) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a.data(), K, b.data(), K, 0.0f, c.data(), N);
-    } else if (g.kind == GemmKind::Conv) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, c.data(),
-                  N);
-    } else {
-      for (int64_t i = 0; i < g.batch; ++i)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a.data() + i * M * K, K,
-                    b.data() + i * K * N, K, 0.0f, c.data() + i * M * N, N);
-    }
-    benchmark::DoNotOptimize(c.data());
-  }
+  GemmOperands op(g);
+  for (auto _ : st) op.openblas();
   set_gemm_counters(st, g);
 }
 
@@ -177,10 +216,212 @@ void register_gemms(const std::string& tower, const std::vector<Gemm>& gemms, do
   }
 }
 
+// ---- the image towers against their GEMM ceiling, interleaved ----
+//
+// The machine's speed drifts by 5-45% over minutes, so a tower timed in one phase and its
+// GEMMs timed in another give a fraction that moves with the drift. Here they are timed back
+// to back, alternately: T0 C0 T1 C1 ... C(R-1) T(R), where T is a tower pass (encode_image,
+// tower_reps forwards) and C a ceiling pass (every GEMM shape of the tower, count x gemm_reps
+// calls each, ours then OpenBLAS's). Round r pairs C(r) with the mean of T(r) and T(r+1), the
+// tower passes just before and after it; bench/clip_report.py takes the fraction per round
+// and reports the median, min and max.
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+const char* gemm_kind_name(GemmKind k) {
+  return k == GemmKind::Linear ? "linear" : k == GemmKind::Conv ? "conv" : "attn";
+}
+
+struct CeilingOptions {
+  std::vector<std::string> models = {"ViT-B/32", "RN50"};
+  std::vector<int64_t> batches = {1, 16};
+  int rounds = 9;
+  double pass_seconds = 1.0;  // target length of one tower pass and of one ceiling pass
+  std::string out;
+};
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+CeilingOptions parse_ceiling_options(int argc, char** argv) {
+  CeilingOptions o;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i], v;
+    const size_t eq = a.find('=');
+    if (eq != std::string::npos) {
+      v = a.substr(eq + 1);
+      a = a.substr(0, eq);
+    } else if (i + 1 < argc) {
+      v = argv[++i];
+    } else {
+      throw ga::ValueError("bench_clip ceiling: " + a + " needs a value");
+    }
+    if (a == "--models") {
+      o.models.clear();
+      for (const auto& m : split_commas(v)) o.models.push_back(spec(m).name);
+    } else if (a == "--batches") {
+      o.batches.clear();
+      for (const auto& b : split_commas(v)) o.batches.push_back(std::stoll(b));
+    } else if (a == "--rounds") {
+      o.rounds = std::stoi(v);
+    } else if (a == "--pass-seconds") {
+      o.pass_seconds = std::stod(v);
+    } else if (a == "--out") {
+      o.out = v;
+    } else {
+      throw ga::ValueError("bench_clip ceiling: unknown option " + a);
+    }
+  }
+  GA_CHECK(o.rounds >= 1 && o.pass_seconds > 0, ga::ValueError, "bench_clip ceiling: --rounds >= 1, --pass-seconds > 0");
+  return o;
+}
+
+ga::io::Json ceiling_case(const std::string& name, int64_t batch, const CeilingOptions& o) {
+  const ModelSpec& s = spec(name);
+  const auto& m = model(name);
+  ga::Generator g(7);
+  const int64_t R = s.cfg.image_resolution;
+  const ga::Tensor x = ga::randn({batch, 3, R, R}, g);
+  const std::vector<Gemm> gemms = image_gemms(s.cfg, batch);
+  std::vector<GemmOperands> ops;
+  ops.reserve(gemms.size());
+  for (const Gemm& gm : gemms) ops.emplace_back(gm);
+
+  // Seconds per forward over `reps` forwards.
+  auto tower_pass = [&](int64_t reps) {
+    const auto t0 = Clock::now();
+    for (int64_t i = 0; i < reps; ++i) benchmark::DoNotOptimize(m.encode_image(x).raw_data());
+    return since(t0) / double(reps);
+  };
+  // Seconds per call of each shape, ours and OpenBLAS, each shape run count x reps times.
+  auto ceiling_pass = [&](int64_t reps, std::vector<double>& ours, std::vector<double>& blas) {
+    ours.assign(gemms.size(), 0);
+    blas.assign(gemms.size(), 0);
+    for (size_t i = 0; i < gemms.size(); ++i) {
+      const int64_t n = gemms[i].count * reps;
+      auto t0 = Clock::now();
+      for (int64_t k = 0; k < n; ++k) ops[i].ours();
+      ours[i] = since(t0) / double(n);
+      t0 = Clock::now();
+      for (int64_t k = 0; k < n; ++k) ops[i].openblas();
+      blas[i] = since(t0) / double(n);
+    }
+  };
+
+  // Warm-up (untimed), then one pass of each to size the passes to about pass_seconds.
+  require_finite(m.encode_image(x), name + " encode_image");
+  std::vector<double> ours, blas;
+  ceiling_pass(1, ours, blas);
+  const double t_tower = tower_pass(1);
+  const auto t_calib = Clock::now();
+  ceiling_pass(1, ours, blas);
+  const double t_ceiling_pass = since(t_calib);
+  const int64_t tower_reps = std::max<int64_t>(1, std::llround(o.pass_seconds / t_tower));
+  const int64_t gemm_reps = std::max<int64_t>(1, std::llround(o.pass_seconds / t_ceiling_pass));
+
+  ga::io::Json shapes = ga::io::Json::array();
+  double gemm_flop = 0;
+  for (const Gemm& gm : gemms) {
+    ga::io::Json j = ga::io::Json::object();
+    j.set("label", gm.label);
+    j.set("kind", gemm_kind_name(gm.kind));
+    j.set("batch", gm.batch);
+    j.set("M", gm.M);
+    j.set("K", gm.K);
+    j.set("N", gm.N);
+    j.set("count", gm.count);
+    j.set("flop", gm.flops());
+    shapes.push_back(std::move(j));
+    gemm_flop += gm.flops() * double(gm.count);
+  }
+
+  const auto start = Clock::now();
+  ga::io::Json tower_s = ga::io::Json::array(), tower_at = ga::io::Json::array(), rounds = ga::io::Json::array();
+  double prev_tower = 0;
+  for (int r = 0; r <= o.rounds; ++r) {
+    tower_at.push_back(since(start));
+    const double t = tower_pass(tower_reps);
+    tower_s.push_back(t);
+    if (r > 0) {  // round r-1: its ceiling pass between this tower pass and the previous one
+      double c_best = 0, c_ours = 0, c_blas = 0;
+      for (size_t i = 0; i < gemms.size(); ++i) {
+        const double n = double(gemms[i].count);
+        c_best += n * std::min(ours[i], blas[i]);
+        c_ours += n * ours[i];
+        c_blas += n * blas[i];
+      }
+      const double tower_gflops = double(batch) * s.image_gflops / (0.5 * (prev_tower + t));
+      const double ceil_gflops = gemm_flop * 1e-9 / c_best;
+      std::printf("%s batch %lld round %d: tower %.1f ms (passes %.1f, %.1f), GEMMs at the ceiling %.1f ms "
+                  "(ours %.1f, OpenBLAS %.1f): %.1f of %.1f GFLOP/s = %.1f%% of the ceiling\n",
+                  name.c_str(), static_cast<long long>(batch), r - 1, 500 * (prev_tower + t), 1e3 * prev_tower,
+                  1e3 * t, 1e3 * c_best, 1e3 * c_ours, 1e3 * c_blas, tower_gflops, ceil_gflops,
+                  100 * tower_gflops / ceil_gflops);
+      std::fflush(stdout);
+    }
+    prev_tower = t;
+    if (r == o.rounds) break;
+    ga::io::Json round = ga::io::Json::object();
+    round.set("at", since(start));
+    ceiling_pass(gemm_reps, ours, blas);
+    ga::io::Json jo = ga::io::Json::array(), jb = ga::io::Json::array();
+    for (size_t i = 0; i < gemms.size(); ++i) {
+      jo.push_back(ours[i]);
+      jb.push_back(blas[i]);
+    }
+    round.set("ga_s", std::move(jo));
+    round.set("openblas_s", std::move(jb));
+    rounds.push_back(std::move(round));
+  }
+
+  ga::io::Json c = ga::io::Json::object();
+  c.set("model", name);
+  c.set("batch", batch);
+  c.set("nominal_gflop_per_image", s.image_gflops);
+  c.set("gemm_gflop_per_forward", gemm_flop * 1e-9);
+  c.set("tower_reps", tower_reps);
+  c.set("gemm_reps", gemm_reps);
+  c.set("shapes", std::move(shapes));
+  c.set("tower_s", std::move(tower_s));
+  c.set("tower_at", std::move(tower_at));
+  c.set("rounds", std::move(rounds));
+  c.set("wall_s", since(start));
+  return c;
+}
+
+int run_ceiling(int argc, char** argv) {
+  const CeilingOptions o = parse_ceiling_options(argc, argv);
+  ga::io::Json cases = ga::io::Json::array();
+  for (const std::string& name : o.models)
+    for (int64_t b : o.batches) cases.push_back(ceiling_case(name, b, o));
+  ga::io::Json j = ga::io::Json::object();
+  j.set("kind", "interleaved_ceiling");
+  j.set("threads", int64_t(bench_threads()));
+  j.set("rounds", int64_t(o.rounds));
+  j.set("pass_seconds", o.pass_seconds);
+  j.set("cases", std::move(cases));
+  if (o.out.empty()) {
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::ofstream f(o.out);
+    f << j.dump() << "\n";
+    GA_CHECK(f.good(), ga::IOError, o.out, ": cannot write");
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   set_bench_threads_with_openblas();
+  if (argc > 1 && std::string(argv[1]) == "ceiling") return run_ceiling(argc, argv);
   benchmark::Initialize(&argc, argv);
 
   const double tmin = env_double("GA_CLIP_BENCH_MIN_TIME", 3.0);

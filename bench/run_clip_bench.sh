@@ -2,7 +2,11 @@
 # The CLIP towers against PyTorch, in one run (issue 3, points 5 and 8): builds the benches,
 # writes the random-weight model files once, runs the PyTorch peer (bench/peer_torch.py) and
 # our side (bench_clip, bench_clip_tool), and writes the comparison and the goals' pass/miss
-# to OUT/report.md (also printed).
+# to OUT/report.md (also printed). The image towers' fraction of the GEMM ceiling (ViT-B/32,
+# RN50, batch 1 and 16) is measured interleaved, so that the VM's drift over minutes cancels:
+# `bench_clip ceiling` alternates a tower pass and a pass over the tower's GEMM shapes (ours
+# and OpenBLAS), back to back, for several rounds; the report gives the median per-round
+# fraction and its min and max (bench/clip_report.py says how).
 #
 #   bench/run_clip_bench.sh [--build DIR] [--out DIR] [--models LIST] [--quick] [--no-build]
 #
@@ -11,6 +15,9 @@
 #   --models LIST  comma-separated OpenAI names (default ViT-B/32,RN50,RN50x4,ViT-L/14@336px)
 #   --quick        short timings, batch 1 only on the PyTorch side: a smoke test, not figures
 #   --no-build     use the binaries already in the build directory
+#   --ceiling-rounds N  interleaved tower / ceiling rounds per tower and batch (default 9; 3
+#                  with --quick)
+#   --ceiling-pass S    seconds per tower pass and per ceiling pass (default 1; 0.2 with --quick)
 #   --wait-quiet S before each phase, wait (up to S seconds) until other processes use less
 #                  than 0.1 core over 5 s; on a shared machine this keeps their load out of
 #                  the figures (the report still shows the load each phase saw)
@@ -37,6 +44,8 @@ PY=/usr/bin/python3
 THREADS="${GA_BENCH_THREADS:-2}"
 WAIT_QUIET=0
 PRIORITY=normal
+CEIL_ROUNDS=""
+CEIL_PASS=""
 ORIG_ARGS=("$@")
 
 while [ $# -gt 0 ]; do
@@ -48,7 +57,9 @@ while [ $# -gt 0 ]; do
     --no-build) DO_BUILD=0; shift ;;
     --wait-quiet) WAIT_QUIET="$2"; shift 2 ;;
     --priority) PRIORITY="$2"; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    --ceiling-rounds) CEIL_ROUNDS="$2"; shift 2 ;;
+    --ceiling-pass) CEIL_PASS="$2"; shift 2 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "run_clip_bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -133,10 +144,13 @@ IFS=',' read -r -a MODEL_LIST <<< "$MODELS"
 phase "ga: model files" "$TOOL" make "${MODEL_LIST[@]}"
 if [ "$QUICK" = 1 ]; then
   export GA_CLIP_BENCH_MIN_TIME=0.3 GA_CLIP_GEMM_MIN_TIME=0.05
+  CEIL_ROUNDS="${CEIL_ROUNDS:-3}"; CEIL_PASS="${CEIL_PASS:-0.2}"
 fi
+CEIL_ROUNDS="${CEIL_ROUNDS:-9}"; CEIL_PASS="${CEIL_PASS:-1}"
 : > "$OUT/torch.jsonl"
 : > "$OUT/ga_tool.jsonl"
-rm -f "$OUT"/ga_bench_*.json
+rm -f "$OUT"/ga_bench_*.json "$OUT"/ga_ceiling_*.json
+CEIL_MODELS=""  # the towers with a GEMM ceiling: ViT-B/32 and RN50 (batch 1 and 16)
 for m in "${MODEL_LIST[@]}"; do
   t="$(echo "$m" | tr '/@' '--')"
   # The peer refuses (exit 3) when PyTorch is not on OpenMP OpenBLAS; set -e stops the run.
@@ -147,14 +161,21 @@ for m in "${MODEL_LIST[@]}"; do
     --benchmark_out="$OUT/ga_bench_$t.json" --benchmark_out_format=json --benchmark_counters_tabular=true \
     > "$OUT/ga_bench_$t.txt"
   phase "ga: memory $m" "$TOOL" memory "$m" >> "$OUT/ga_tool.jsonl"
+  case "$m" in
+    ViT-B/32|RN50)
+      CEIL_MODELS="${CEIL_MODELS:+$CEIL_MODELS,}$m"
+      # The image tower and the matrix products at its shapes (ours and OpenBLAS), alternately,
+      # back to back: T0 C0 T1 C1 ... T(rounds); one line per round in the .txt.
+      phase "ga+openblas: interleaved ceiling $m" "$BENCH" ceiling --models "$m" --batches 1,16 \
+        --rounds "$CEIL_ROUNDS" --pass-seconds "$CEIL_PASS" --out "$OUT/ga_ceiling_$t.json" \
+        > "$OUT/ga_ceiling_$t.txt"
+      ;;
+  esac
 done
-# The matrix-product ceiling at the towers' shapes (ViT-B/32, RN50 image and text), ours and OpenBLAS.
-CEIL_MODELS=""
-for m in "${MODEL_LIST[@]}"; do
-  case "$m" in ViT-B/32|RN50) CEIL_MODELS="${CEIL_MODELS:+$CEIL_MODELS,}$m" ;; esac
-done
+# The text tower's matrix products (batch 64, all 77 positions and the prompts' length), ours and
+# OpenBLAS: shown in the report, no goal depends on them.
 if [ -n "$CEIL_MODELS" ]; then
-  GA_CLIP_BENCH_MODELS="$CEIL_MODELS" phase "ga+openblas: GEMM ceiling" "$BENCH" --benchmark_filter='^gemm/' \
+  GA_CLIP_BENCH_MODELS="$CEIL_MODELS" phase "ga+openblas: text GEMMs" "$BENCH" --benchmark_filter='^gemm/[^/]*[.]text[.]' \
     --benchmark_out="$OUT/ga_bench_gemm.json" --benchmark_out_format=json --benchmark_counters_tabular=true \
     > "$OUT/ga_bench_gemm.txt"
 fi
