@@ -6,6 +6,8 @@
 
 #include <array>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -59,23 +61,26 @@ Terms terms_of(const Tensor& t, int n) {
   return r;
 }
 
-/// Checks c [M, N] (f32) against the f64 sum, over term pairs i + j < n, of the products of
-/// a's and b's terms (a [M, K], b [K, N]), n from the precision. Tolerance: the f32
-/// accumulation error, (4 + 2 sqrt(K * pairs)) * 2^-24 * sum |products|; the next term
-/// (or an unrounded operand) is off by far more (2^-9, 2^-17 relative per product).
-void check_product(const Tensor& a, const Tensor& b, const Tensor& c, const std::string& what) {
-  REQUIRE(c.dtype() == ga::f32);
+/// The f64 reference of a mixed product a [M, K] @ b [K, N] (2-d, any dtypes and strides) at
+/// the current precision: the sum, over term pairs i + j < n (n from the precision), of the
+/// products of a's and b's terms, and the sum of their magnitudes, row-major. Tolerance of the
+/// f32 result: the accumulation error, (4 + 2 sqrt(K * pairs)) * 2^-24 * magnitude; the next
+/// term (or an unrounded operand) is off by far more (2^-9, 2^-17 relative per product).
+struct ReferenceProduct {
+  std::vector<double> sum, magnitude;
+  double tolerance_factor = 0;  // times magnitude
+};
+ReferenceProduct reference_product(const Tensor& a, const Tensor& b) {
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
-  REQUIRE(c.shape() == Shape{M, N});
   const int n = static_cast<int>(ga::mixed_matmul_precision());
   const Terms at = terms_of(a, n), bt = terms_of(b, n);
   int pairs = 0;
   for (int i = 0; i < at.count; ++i)
     for (int j = 0; j < bt.count; ++j) pairs += i + j < n;
-  const std::vector<float> cv = c.contiguous().to_vector<float>();
-  const double u = std::ldexp(1.0, -24), factor = 4 + 2 * std::sqrt(double(K * pairs));
-  int64_t bad = 0;
-  double worst = 0;
+  ReferenceProduct r;
+  r.sum.assign(size_t(M * N), 0.0);
+  r.magnitude.assign(size_t(M * N), 0.0);
+  r.tolerance_factor = (4 + 2 * std::sqrt(double(K * pairs))) * std::ldexp(1.0, -24);
   for (int64_t i = 0; i < M; ++i)
     for (int64_t j = 0; j < N; ++j) {
       double s = 0, sa = 0;
@@ -89,12 +94,28 @@ void check_product(const Tensor& a, const Tensor& b, const Tensor& c, const std:
             sa += std::fabs(prod);
           }
       }
-      const double err = std::fabs(double(cv[size_t(i * N + j)]) - s), tol = factor * u * sa + 1e-30;
-      worst = std::max(worst, err / tol);
-      if (!(err <= tol)) ++bad;
+      r.sum[size_t(i * N + j)] = s;
+      r.magnitude[size_t(i * N + j)] = sa;
     }
-  INFO(what, " (precision ", n, "): ", bad, " of ", M * N, " elements outside tolerance (worst error / tolerance ",
-       worst, ")");
+  return r;
+}
+
+/// Checks c [M, N] (f32) against reference_product(a, b) within its tolerance.
+void check_product(const Tensor& a, const Tensor& b, const Tensor& c, const std::string& what) {
+  REQUIRE(c.dtype() == ga::f32);
+  const int64_t M = a.size(0), N = b.size(1);
+  REQUIRE(c.shape() == Shape{M, N});
+  const ReferenceProduct ref = reference_product(a, b);
+  const std::vector<float> cv = c.contiguous().to_vector<float>();
+  int64_t bad = 0;
+  double worst = 0;
+  for (size_t e = 0; e < cv.size(); ++e) {
+    const double err = std::fabs(double(cv[e]) - ref.sum[e]), tol = ref.tolerance_factor * ref.magnitude[e] + 1e-30;
+    worst = std::max(worst, err / tol);
+    if (!(err <= tol)) ++bad;
+  }
+  INFO(what, " (precision ", int(ga::mixed_matmul_precision()), "): ", bad, " of ", M * N,
+       " elements outside tolerance (worst error / tolerance ", worst, ")");
   CHECK(bad == 0);
 }
 
@@ -111,6 +132,62 @@ void for_each_precision(const F& body) {
 
 std::string dims(int64_t M, int64_t K, int64_t N) {
   return std::to_string(M) + "x" + std::to_string(K) + "x" + std::to_string(N);
+}
+
+using ga::backend::Activation;
+using ga::backend::MatmulEpilogue;
+
+/// The activation in f64, as backend::Activation defines it.
+double activate(Activation act, double x) {
+  switch (act) {
+    case Activation::Relu: return x > 0 ? x : 0;
+    case Activation::QuickGelu: return x / (1 + std::exp(-1.702 * x));
+    case Activation::Gelu: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+    default: return x;
+  }
+}
+
+std::string activation_name(Activation act) {
+  switch (act) {
+    case Activation::Relu: return "relu";
+    case Activation::QuickGelu: return "quick_gelu";
+    case Activation::Gelu: return "gelu";
+    default: return "none";
+  }
+}
+
+/// e applied to the plain product `plain` [B, M, N] unfused, with apply_epilogue's arithmetic
+/// (which a fused epilogue must give bit for bit): f32 sums (p + bias) + residual, then the
+/// activation by the unary kernel over one row at a time, at the same alignment as `plain`'s
+/// rows (the unary kernel's bits can depend on where a run starts).
+Tensor unfused_epilogue(const Tensor& plain, const MatmulEpilogue& e) {
+  const int64_t B = plain.size(0), M = plain.size(1), N = plain.size(2);
+  const Tensor y = plain.clone();
+  REQUIRE(reinterpret_cast<uintptr_t>(y.raw_data()) % 64 == reinterpret_cast<uintptr_t>(plain.raw_data()) % 64);
+  float* yp = y.data_ptr<float>();
+  const std::vector<float> bias = e.bias.defined() ? e.bias.to_vector<float>() : std::vector<float>();
+  const std::vector<float> res = e.residual.defined() ? e.residual.to_vector<float>() : std::vector<float>();
+  for (int64_t i = 0; i < B * M * N; ++i) {
+    const int64_t r = (i / N) % M, j = i % N;
+    if (!bias.empty()) yp[i] += bias[size_t(e.bias_per_row ? r : j)];
+    if (!res.empty()) yp[i] += res[size_t(i)];
+  }
+  if (e.activation != Activation::None) {
+    const ga::backend::UnaryOp op = e.activation == Activation::Relu        ? ga::backend::UnaryOp::Relu
+                                    : e.activation == Activation::QuickGelu ? ga::backend::UnaryOp::QuickGelu
+                                                                            : ga::backend::UnaryOp::Gelu;
+    const Tensor rows = y.reshape({B * M, N});
+    for (int64_t r = 0; r < B * M; ++r) ga::backend::of(y).unary(op, rows.select(0, r), rows.select(0, r));
+  }
+  return y;
+}
+
+/// How many elements of a and b (f32, same shape) differ in their bits.
+int64_t bits_differing(const Tensor& a, const Tensor& b) {
+  const std::vector<float> av = a.to_vector<float>(), bv = b.to_vector<float>();
+  int64_t n = 0;
+  for (size_t i = 0; i < av.size(); ++i) n += std::memcmp(&av[i], &bv[i], 4) != 0;
+  return n;
 }
 
 }  // namespace
@@ -230,6 +307,126 @@ TEST_CASE("matmul_lowp: linear and conv2d with bf16 bias, and conv2d at odd shap
       INFO(kn, " conv2d, precision ", n, ": ", bad, " elements outside tolerance");
       CHECK(bad == 0);
     });
+  }
+}
+
+TEST_CASE("matmul_lowp: fused epilogue (bias, residual, activation) at edge sizes, every kernel") {
+  // out[i] = activation(a[i] @ b[i] + bias + residual[i]) through Backend::matmul, against
+  // (1) the f64 reference of the product, then the epilogue in f64, within the product's
+  // tolerance plus the epilogue's f32 roundings; (2) the kernel's own plain product with the
+  // epilogue applied unfused, bit for bit. Shapes: M and N off the tiles (16 rows and
+  // columns; blocks of 32 x 32 for AMX, 8 x 48 for AVX512-BF16), K over several 32-deep k
+  // tiles, N a multiple of 16 (QuickGelu and Gelu fused too), more columns than one B panel
+  // (K = 300 at Highest), one column block (the threads split rows), batches.
+  ga::Generator g(16);
+  const std::vector<std::array<int64_t, 4>> sizes = {{1, 1, 1, 1},      {3, 37, 70, 45},   {2, 65, 100, 33},
+                                                     {2, 40, 64, 96},   {1, 33, 300, 700}, {1, 17, 300, 704},
+                                                     {2, 200, 50, 16}};
+  const double u = std::ldexp(1.0, -24);
+  for (const auto& s : sizes) {
+    const int64_t B = s[0], M = s[1], K = s[2], N = s[3];
+    const Tensor w = ga::randn({M, K}, g).to(ga::bf16), x = ga::randn({B, K, N}, g);  // conv: weight on the left
+    const Tensor xl = ga::randn({B, M, K}, g), wl = ga::randn({N, K}, g).to(ga::bf16);  // linear: on the right
+    struct Form {
+      std::string name;
+      Tensor a, b;  // [B, M, K], [B, K, N]; the weight broadcast (batch stride 0)
+    };
+    const std::vector<Form> forms = {{"bf16 W @ f32 X", w.as_strided({B, M, K}, {0, K, 1}, w.offset()), x},
+                                     {"f32 X @ bf16 W^T", xl, wl.as_strided({B, K, N}, {0, 1, K}, wl.offset())}};
+    const Tensor bias_row = ga::randn({M}, g), bias_col = ga::randn({N}, g), residual = ga::randn({B, M, N}, g);
+    const std::vector<float> brv = bias_row.to_vector<float>(), bcv = bias_col.to_vector<float>(),
+                             rv = residual.to_vector<float>();
+    for (const Form& f : forms) {
+      for (auto prec : {ga::backend::MixedPrecision::Medium, ga::backend::MixedPrecision::Highest}) {
+        ga::set_mixed_matmul_precision(prec);
+        std::vector<ReferenceProduct> ref;
+        for (int64_t i = 0; i < B; ++i) ref.push_back(reference_product(f.a.select(0, i), f.b.select(0, i)));
+        for (Bf16Kernel k : runnable_kernels()) {
+          KernelScope scope(k);
+          const Tensor plain = ga::empty({B, M, N});
+          ga::backend::of(plain).matmul(f.a, f.b, plain);
+          for (int bias_mode = 0; bias_mode < 3; ++bias_mode)  // none, per row, per column
+            for (bool with_residual : {false, true})
+              for (Activation act : {Activation::None, Activation::Relu, Activation::QuickGelu, Activation::Gelu}) {
+                MatmulEpilogue e;
+                if (bias_mode > 0) e.bias = bias_mode == 1 ? bias_row : bias_col;
+                e.bias_per_row = bias_mode == 1;
+                if (with_residual) e.residual = residual;
+                e.activation = act;
+                const Tensor out = ga::empty({B, M, N});
+                ga::backend::of(out).matmul(f.a, f.b, out, e);
+                const std::vector<float> ov = out.to_vector<float>();
+                int64_t bad = 0;
+                double worst = 0;
+                for (int64_t i = 0; i < B * M * N; ++i) {
+                  const ReferenceProduct& rp = ref[size_t(i / (M * N))];
+                  const size_t at = size_t(i % (M * N));
+                  const int64_t r = (i / N) % M, j = i % N;
+                  const double p = rp.sum[at];
+                  const double b = bias_mode == 0 ? 0.0 : bias_mode == 1 ? brv[size_t(r)] : bcv[size_t(j)];
+                  const double res = with_residual ? rv[size_t(i)] : 0.0;
+                  const double pre = p + b + res, want = activate(act, pre);
+                  // The product's tolerance, two f32 additions, then the activation: its slope
+                  // is at most 1.2, its own f32 error a few units of |f(x)| + |x| (erf near -1
+                  // cancels).
+                  const double tol_pre = rp.tolerance_factor * rp.magnitude[at] +
+                                         2 * u * (std::fabs(p) + std::fabs(b) + std::fabs(res));
+                  const double tol = 1.2 * tol_pre + 8 * u * (std::fabs(want) + std::fabs(pre)) + 1e-30;
+                  const double err = std::fabs(double(ov[size_t(i)]) - want);
+                  worst = std::max(worst, err / tol);
+                  if (!(err <= tol)) ++bad;
+                }
+                const int64_t differing = bits_differing(out, unfused_epilogue(plain, e));
+                const std::string what = std::string(ga::backend::cpu::bf16_kernel_name(k)) + " " + f.name + " " +
+                                         std::to_string(B) + "x" + dims(M, K, N) + " precision " +
+                                         std::to_string(int(prec)) + ", bias " +
+                                         (bias_mode == 0 ? "none" : bias_mode == 1 ? "per row" : "per column") +
+                                         (with_residual ? ", residual, " : ", ") + activation_name(act);
+                INFO(what, ": ", bad, " of ", B * M * N,
+                     " outside tolerance (worst error / tolerance ", worst, "), ", differing,
+                     " differing in bits from the unfused epilogue");
+                CHECK(bad == 0);
+                CHECK(differing == 0);
+              }
+        }
+      }
+    }
+  }
+  ga::set_mixed_matmul_precision(ga::backend::MixedPrecision::Highest);
+}
+
+TEST_CASE("matmul_lowp: a fused epilogue passes non-finite values on as the unfused one does") {
+  ga::Generator g(17);
+  const int64_t M = 20, K = 40, N = 37;
+  const Tensor w = ga::randn({M, K}, g).to(ga::bf16), x = ga::randn({1, K, N}, g);
+  const Tensor a = w.as_strided({1, M, K}, {0, K, 1}, w.offset());
+  std::vector<float> rv = ga::randn({1, M, N}, g).to_vector<float>();
+  rv[3] = std::nanf("");
+  rv[N + 17] = std::numeric_limits<float>::infinity();
+  rv[5 * N + 36] = -std::numeric_limits<float>::infinity();
+  rv[19 * N + 1] = std::nanf("");
+  const Tensor residual = ga::tensor(rv, {1, M, N});
+  for (Bf16Kernel k : runnable_kernels()) {
+    KernelScope scope(k);
+    const Tensor plain = ga::empty({1, M, N});
+    ga::backend::of(plain).matmul(a, x, plain);
+    for (Activation act : {Activation::None, Activation::Relu, Activation::QuickGelu, Activation::Gelu}) {
+      MatmulEpilogue e;
+      e.bias = ga::randn({M}, g);
+      e.bias_per_row = true;
+      e.residual = residual;
+      e.activation = act;
+      const Tensor out = ga::empty({1, M, N});
+      ga::backend::of(out).matmul(a, x, out, e);
+      INFO(std::string(ga::backend::cpu::bf16_kernel_name(k)), " ", activation_name(act));
+      CHECK(bits_differing(out, unfused_epilogue(plain, e)) == 0);
+      const std::vector<float> ov = out.to_vector<float>();
+      CHECK(std::isnan(ov[3]));
+      CHECK(std::isnan(ov[19 * N + 1]));
+      CHECK(ov[N + 17] == std::numeric_limits<float>::infinity());
+      if (act == Activation::None) CHECK(ov[5 * N + 36] == -std::numeric_limits<float>::infinity());
+      if (act == Activation::Relu) CHECK(ov[5 * N + 36] == 0.0f);
+    }
   }
 }
 

@@ -312,10 +312,15 @@ inline void gemm_reference(const Operand& A, const Operand& B, float* C, int64_t
 #define GA_TARGET_AMX \
   __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,f16c,fma")))
 
+/// The lanes [0, n) of 16 (n may be outside [0, 16]).
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
 /// n (<= 16, may be <= 0) elements of dtype dt from contiguous p, exactly as f32; the lanes
 /// past n are zero and their memory is not touched.
 GA_TARGET_AVX512BF16 inline __m512 load16_f32(const char* p, DType dt, int64_t n) {
-  const __mmask16 m = n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+  const __mmask16 m = first_lanes(n);
   switch (dt) {
     case DType::bf16:
       return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
@@ -511,9 +516,49 @@ inline void pack_a_rows(const Operand& A, int64_t M, int64_t K, int64_t KT, int6
   }
 }
 
-/// Writes the valid rows x cols of a 16-column f32 block `src` (row stride 16) into C.
-inline void store_partial(const float* src, float* c, int64_t ldc, int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(c + r * ldc, src + r * 16, size_t(cols) * 4);
+/// What the micro-kernels do to a block of C as they store it, the block's final values
+/// (each call sums the whole of K): (sum + bias) + residual, then Relu, in registers and in
+/// apply_epilogue's order, so that the bits are those of the unfused epilogue. A QuickGelu or
+/// Gelu activation runs on the rows of a B panel's blocks once stored (run_blocks; only where
+/// that gives the unfused bits, see matmul): these cost more to compute than to load, so runs
+/// of a panel's width pay less per call than a block's. The pointers are one batch item's,
+/// moved by `at` to a block's first row and column.
+struct StoreEpilogue {
+  const float* bias = nullptr;      // bias[r] (bias_per_row) or bias[j]; null: none
+  bool bias_per_row = false;
+  const float* residual = nullptr;  // residual[r * ldc + j], C's row stride; null: none
+  bool relu = false;
+  Activation stored_activation = Activation::None;  // None, QuickGelu or Gelu
+
+  /// The same epilogue for the block whose first element is C's (row, col).
+  StoreEpilogue at(int64_t row, int64_t col, int64_t ldc) const {
+    StoreEpilogue e = *this;
+    if (bias) e.bias += bias_per_row ? row : col;
+    if (residual) e.residual += row * ldc + col;
+    return e;
+  }
+  /// Whether a store needs more than copying the sums.
+  bool changes_sums() const { return bias || residual || relu; }
+};
+
+/// Stores v, the final sums of row r, columns [j, j + 16) of the block at c (the lanes in m),
+/// with e's register part applied.
+GA_TARGET_AVX512BF16 inline void store16(const StoreEpilogue& e, __m512 v, float* c, int64_t ldc, int64_t r, int64_t j,
+                                         __mmask16 m) {
+  if (e.bias) v = _mm512_add_ps(v, e.bias_per_row ? _mm512_set1_ps(e.bias[r]) : _mm512_maskz_loadu_ps(m, e.bias + j));
+  if (e.residual) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e.residual + r * ldc + j));
+  // MAXPS returns its second operand when either is NaN or both are zero: v, as Eigen's
+  // max(x, 0) in the unfused Relu does.
+  if (e.relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);
+  _mm512_mask_storeu_ps(c + r * ldc + j, m, v);
+}
+
+/// Stores rows [r0, r0 + rv) x columns [j0, j0 + cv) (cv <= 16) of the block at c from src
+/// (16 floats a row, 64-byte aligned), through store16.
+GA_TARGET_AVX512BF16 inline void store_tile_rows(const StoreEpilogue& e, const float* src, float* c, int64_t ldc,
+                                                 int64_t r0, int64_t j0, int64_t rv, int64_t cv) {
+  const __mmask16 m = first_lanes(cv);
+  for (int64_t r = 0; r < rv; ++r) store16(e, _mm512_load_ps(src + 16 * r), c, ldc, r0 + r, j0, m);
 }
 
 /// Where one micro-kernel call reads its packed operands: the first A tile (row tile mt,
@@ -529,7 +574,8 @@ struct BlockOperands {
 // ---- AVX512-BF16 micro-kernel: 8 rows x NT tiles of 16 columns, accumulators in registers ----
 
 template <int NT>
-GA_TARGET_AVX512BF16 inline void avx512_block(const BlockOperands& o, float* c, int64_t ldc, int64_t rows, int64_t cols) {
+GA_TARGET_AVX512BF16 inline void avx512_block(const BlockOperands& o, const StoreEpilogue& e, float* c, int64_t ldc,
+                                              int64_t rows, int64_t cols) {
   // o.a points at the first of the 8 rows inside its A tile.
   // The loops over r and j must unroll so that the accumulators live in registers.
   __m512 acc[8][NT];
@@ -563,8 +609,7 @@ GA_TARGET_AVX512BF16 inline void avx512_block(const BlockOperands& o, float* c, 
     for (int j = 0; j < NT; ++j) {
       const int64_t cv = cols - 16 * j;
       if (cv <= 0) break;
-      const __mmask16 m = cv >= 16 ? __mmask16(0xffff) : __mmask16((1u << cv) - 1);
-      _mm512_mask_storeu_ps(c + r * ldc + 16 * j, m, acc[r][j]);
+      store16(e, acc[r][j], c, ldc, r, 16 * j, first_lanes(cv));
     }
 }
 
@@ -591,7 +636,8 @@ GA_TARGET_AMX inline void amx_configure() {
 GA_TARGET_AMX inline void amx_release() { _tile_release(); }
 
 template <int TM, int TN>
-GA_TARGET_AMX inline void amx_block(const BlockOperands& o, float* c, int64_t ldc, int64_t rows, int64_t cols) {
+GA_TARGET_AMX inline void amx_block(const BlockOperands& o, const StoreEpilogue& e, float* c, int64_t ldc, int64_t rows,
+                                    int64_t cols) {
   _tile_zero(0);
   if (TN > 1) _tile_zero(1);
   if (TM > 1) _tile_zero(2);
@@ -618,19 +664,18 @@ GA_TARGET_AMX inline void amx_block(const BlockOperands& o, float* c, int64_t ld
       if (TM > 1 && TN > 1) _tile_dpbf16ps(3, 5, 7);
     }
   }
-  // Whole tiles go straight to C; edge tiles through a buffer.
+  // Whole tiles of plain sums go straight to C; edge tiles, and tiles the epilogue changes,
+  // through a buffer in L1 and store16.
   alignas(64) float buf[256];
-  const int64_t stride = ldc * 4;
-#define GA_AMX_STORE_(T, TR, TC)                                                                 \
-  do {                                                                                           \
+#define GA_AMX_STORE_(T, TR, TC)                                                                              \
+  do {                                                                                                        \
     const int64_t rv = std::min<int64_t>(16, rows - 16 * (TR)), cv = std::min<int64_t>(16, cols - 16 * (TC)); \
-    float* dst = c + 16 * (TR) * ldc + 16 * (TC);                                                \
-    if (rv == 16 && cv == 16) {                                                                  \
-      _tile_stored(T, dst, stride);                                                              \
-    } else if (rv > 0 && cv > 0) {                                                               \
-      _tile_stored(T, buf, 64);                                                                  \
-      store_partial(buf, dst, ldc, rv, cv);                                                      \
-    }                                                                                            \
+    if (rv == 16 && cv == 16 && !e.changes_sums()) {                                                          \
+      _tile_stored(T, c + 16 * (TR) * ldc + 16 * (TC), ldc * 4);                                              \
+    } else if (rv > 0 && cv > 0) {                                                                            \
+      _tile_stored(T, buf, 64);                                                                               \
+      store_tile_rows(e, buf, c, ldc, 16 * (TR), 16 * (TC), rv, cv);                                          \
+    }                                                                                                         \
   } while (0)
   GA_AMX_STORE_(0, 0, 0);
   if (TN > 1) GA_AMX_STORE_(1, 0, 1);
@@ -665,10 +710,11 @@ inline Plan make_plan(Bf16Kernel kernel, const Operand& A, const Operand& B, int
   return p;
 }
 
-/// Runs row blocks [m0, m1) x column blocks [u0, u1) of the product on this thread; Ap holds
-/// every tile of A, bpanel has room for panel_units column blocks of B.
+/// Runs row blocks [m0, m1) x column blocks [u0, u1) of the product on this thread, applying
+/// e to each block as it is stored; Ap holds every tile of A, bpanel has room for
+/// panel_units column blocks of B.
 inline void run_blocks(const Plan& p, const Operand& A, const Operand& B, const uint16_t* Ap, uint16_t* bpanel,
-                       int64_t m0, int64_t m1, int64_t u0, int64_t u1, float* C, int64_t ldc) {
+                       int64_t m0, int64_t m1, int64_t u0, int64_t u1, float* C, int64_t ldc, const StoreEpilogue& e) {
   const bool amx = p.kernel == Bf16Kernel::Amx;
   const int64_t a_tile = A.planes * p.KT * kTileElems, b_tile = B.planes * p.KT * kTileElems;
   BlockOperands o{nullptr, nullptr, a_tile, b_tile, p.KT * kTileElems, p.KT * kTileElems, p.KT, &p.pairs};
@@ -680,35 +726,42 @@ inline void run_blocks(const Plan& p, const Operand& A, const Operand& B, const 
     for (int64_t mu = m0; mu < m1; ++mu) {
       const int64_t row0 = mu * p.m_unit_rows;
       const int64_t rows = std::min(p.m_unit_rows, p.M - row0);
-      for (int64_t nt = nt0; nt < nt1; nt += p.n_unit_tiles) {
+      for (int64_t nt = nt0; nt < nt1; nt += p.n_unit_tiles) {  // column blocks
         const int64_t tn = std::min(p.n_unit_tiles, nt1 - nt);
         const int64_t col0 = nt * 16, cols = std::min<int64_t>(16 * tn, p.N - col0);
         o.b = bpanel + (nt - nt0) * b_tile;
         float* c = C + row0 * ldc + col0;
+        const StoreEpilogue eb = e.at(row0, col0, ldc);
         if (amx) {
           o.a = Ap + (row0 / 16) * a_tile;
           const bool two_m = rows > 16;
-          if (two_m && tn > 1) amx_block<2, 2>(o, c, ldc, rows, cols);
-          else if (two_m) amx_block<2, 1>(o, c, ldc, rows, cols);
-          else if (tn > 1) amx_block<1, 2>(o, c, ldc, rows, cols);
-          else amx_block<1, 1>(o, c, ldc, rows, cols);
+          if (two_m && tn > 1) amx_block<2, 2>(o, eb, c, ldc, rows, cols);
+          else if (two_m) amx_block<2, 1>(o, eb, c, ldc, rows, cols);
+          else if (tn > 1) amx_block<1, 2>(o, eb, c, ldc, rows, cols);
+          else amx_block<1, 1>(o, eb, c, ldc, rows, cols);
         } else {
           o.a = Ap + (row0 / 16) * a_tile + (row0 % 16) * 32;
-          if (tn == 3) avx512_block<3>(o, c, ldc, rows, cols);
-          else if (tn == 2) avx512_block<2>(o, c, ldc, rows, cols);
-          else avx512_block<1>(o, c, ldc, rows, cols);
+          if (tn == 3) avx512_block<3>(o, eb, c, ldc, rows, cols);
+          else if (tn == 2) avx512_block<2>(o, eb, c, ldc, rows, cols);
+          else avx512_block<1>(o, eb, c, ldc, rows, cols);
         }
+      }
+      if (e.stored_activation != Activation::None) {  // on this panel's columns, still in L1 or L2
+        const int64_t col0 = nt0 * 16, cols = std::min(p.N, nt1 * 16) - col0;
+        for (int64_t r = 0; r < rows; ++r)
+          detail::activate_row<float>(e.stored_activation, C + (row0 + r) * ldc + col0, cols);
       }
     }
   }
   if (amx) amx_release();
 }
 
-/// C [M, N] (row stride ldc) = A [M, K] @ B [K, N] with an x86 kernel on `threads` threads.
+/// C [M, N] (row stride ldc) = e(A [M, K] @ B [K, N]) with an x86 kernel on `threads` threads.
 /// Ap has room for A's packed tiles; pack_a false means they are already there (a weight
 /// shared by a batch). A is packed once and shared; each thread packs the B panels it needs.
 inline void gemm_x86(Bf16Kernel kernel, const Operand& A, const Operand& B, float* C, int64_t ldc, int64_t M,
-                     int64_t N, int64_t K, MixedPrecision prec, uint16_t* Ap, bool pack_a, int threads) {
+                     int64_t N, int64_t K, MixedPrecision prec, uint16_t* Ap, bool pack_a, int threads,
+                     const StoreEpilogue& e) {
   const Plan p = make_plan(kernel, A, B, M, N, K, prec);
   const int64_t MU = (M + p.m_unit_rows - 1) / p.m_unit_rows;
   const int64_t NU = (p.NT + p.n_unit_tiles - 1) / p.n_unit_tiles;
@@ -718,7 +771,7 @@ inline void gemm_x86(Bf16Kernel kernel, const Operand& A, const Operand& B, floa
     const int64_t tn = std::min<int64_t>(nth, NU), tm = std::max<int64_t>(1, nth / tn);
     if (tid >= tm * tn) return;
     const int64_t im = tid / tn, in = tid % tn;
-    run_blocks(p, A, B, Ap, bpanel, MU * im / tm, MU * (im + 1) / tm, NU * in / tn, NU * (in + 1) / tn, C, ldc);
+    run_blocks(p, A, B, Ap, bpanel, MU * im / tm, MU * (im + 1) / tm, NU * in / tn, NU * (in + 1) / tn, C, ldc, e);
   };
   std::vector<std::shared_ptr<Storage>> panels(size_t(std::max(threads, 1)));
   for (auto& s : panels) s = HostBlockCache::instance().allocate(panel_elems * 2);
@@ -743,15 +796,19 @@ inline void gemm_x86(Bf16Kernel kernel, const Operand& A, const Operand& B, floa
 #endif
 #endif  // GA_X86_BF16_KERNELS
 
-/// out[i] = a[i] @ b[i] for a [Bt, M, K], b [Bt, K, N] (f32, bf16 or f16, any strides,
-/// batch stride 0 for a broadcast operand), out [Bt, M, N] contiguous f32, at the precision
-/// mixed_matmul_precision() names, with the kernel bf16_kernel() names.
-inline void product(const Tensor& a, const Tensor& b, const Tensor& out) {
+/// out[i] = epilogue(a[i] @ b[i]) for a [Bt, M, K], b [Bt, K, N] (f32, bf16 or f16, any
+/// strides, batch stride 0 for a broadcast operand), out [Bt, M, N] contiguous f32 (see
+/// backend::MatmulEpilogue), at the precision mixed_matmul_precision() names, with the kernel
+/// bf16_kernel() names. The x86 kernels apply the epilogue as they store each block of out;
+/// the reference kernel in a pass after the product. Either way the bits are those of
+/// product() followed by apply_epilogue().
+inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const MatmulEpilogue& epilogue = {}) {
   const int64_t Bt = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
   float* cp = static_cast<float*>(out.raw_data());
   if (out.numel() == 0) return;
   if (K == 0) {
     std::memset(cp, 0, size_t(out.numel()) * 4);
+    apply_epilogue(out, epilogue);
     return;
   }
   const MixedPrecision prec = mixed_matmul_precision();
@@ -768,6 +825,24 @@ inline void product(const Tensor& a, const Tensor& b, const Tensor& out) {
   const Bf16Kernel kernel = bf16_kernel();
 #if GA_X86_BF16_KERNELS
   if (kernel == Bf16Kernel::Amx || kernel == Bf16Kernel::Avx512Bf16) {
+    if (!epilogue.empty()) detail::check_epilogue("matmul", out, epilogue);
+    StoreEpilogue fused;
+    fused.bias = epilogue.bias.defined() ? static_cast<const float*>(epilogue.bias.raw_data()) : nullptr;
+    fused.bias_per_row = epilogue.bias_per_row;
+    fused.relu = epilogue.activation == Activation::Relu;
+    const float* residual =
+        epilogue.residual.defined() ? static_cast<const float*>(epilogue.residual.raw_data()) : nullptr;
+    // activate_row's bits depend on where a run starts: Eigen runs a run's unaligned head and
+    // its tail in scalar code, whose exp (QuickGelu's, below -9) differs from the vector one
+    // in the last bit. A panel's run (its columns start at a multiple of 16) is split as its
+    // whole row is only when every row starts 64-byte aligned; otherwise the activation is a
+    // pass after the product, as in apply_epilogue.
+    MatmulEpilogue after;
+    const bool rows_aligned = N % 16 == 0 && reinterpret_cast<uintptr_t>(cp) % 64 == 0;
+    if (!fused.relu) {
+      if (rows_aligned) fused.stored_activation = epilogue.activation;
+      else after.activation = epilogue.activation;
+    }
     int threads = get_num_threads();
 #ifdef _OPENMP
     if (omp_in_parallel()) threads = 1;
@@ -777,19 +852,19 @@ inline void product(const Tensor& a, const Tensor& b, const Tensor& out) {
     uint16_t* Ap = static_cast<uint16_t*>(apack->data());
     for (int64_t i = 0; i < Bt; ++i) {
       const bool pack_a = i == 0 || as[0] != 0;  // a broadcast A (a conv weight) is packed once
-      gemm_x86(kernel, operand_a(i), operand_b(i), cp + i * M * N, N, M, N, K, prec, Ap, pack_a, threads);
+      fused.residual = residual ? residual + i * M * N : nullptr;  // the bias is the batch's
+      gemm_x86(kernel, operand_a(i), operand_b(i), cp + i * M * N, N, M, N, K, prec, Ap, pack_a, threads, fused);
     }
+    apply_epilogue(out, after);
     return;
   }
 #endif
   for (int64_t i = 0; i < Bt; ++i) gemm_reference(operand_a(i), operand_b(i), cp + i * M * N, M, N, K, prec);
-}
-
-/// product(a, b, out), then the epilogue (out f32; see backend::MatmulEpilogue).
-inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const MatmulEpilogue& epilogue = {}) {
-  product(a, b, out);
   apply_epilogue(out, epilogue);
 }
+
+/// The plain product: matmul with no epilogue.
+inline void product(const Tensor& a, const Tensor& b, const Tensor& out) { matmul(a, b, out); }
 
 }  // namespace ga::backend::cpu::bf16_gemm
 #endif  // GA_EMIT_CPU_KERNELS
