@@ -137,6 +137,18 @@ ModelFileInfo read_model_info(const std::string& path);
 /// valid JSON (a file name need not be UTF-8).
 std::string json_string(const std::string& s);
 
+// ---- option help shared by the commands' usage texts (literals, so that each usage text
+// stays one string literal) ----
+#define GA_CLI_HELP_COMMON                          \
+  "  --threads N     threads for CPU kernels\n" \
+  "  --help          this text\n"
+#define GA_CLI_HELP_OUT                                     \
+  "  --out OUT.npy   the output file (numpy .npy)\n" \
+  "  --force         replace OUT.npy if it exists (otherwise an existing file is an error)\n"
+#define GA_CLI_HELP_BF16                                                                         \
+  "  --bf16          fast, approximate: weights rounded to bf16 and products computed in\n" \
+  "                  bf16 with f32 sums (AMX / AVX512-BF16 CPUs; cosine to f32 >= 0.999)\n"
+
 // ---- the commands (convert_commands.cpp, clip_commands.cpp) ----
 int run_convert(const std::vector<std::string>& argv);
 int run_info(const std::vector<std::string>& argv);

@@ -38,8 +38,7 @@ const char* const kTokenizeUsage =
     "  --context N     the context length (default: the model's, or 77 with --vocab)\n"
     "  --truncate      cut texts longer than the context (keeping the end token) instead of\n"
     "                  failing\n"
-    "  --threads N     threads for CPU kernels\n"
-    "  --help          this text\n"
+    GA_CLI_HELP_COMMON
     "\n"
     "Use -- before texts that start with '-'.\n";
 
@@ -53,10 +52,8 @@ const char* const kPreprocessUsage =
     "\n"
     "options:\n"
     "  --model MODEL   a converted model file (its resolution, mean and std)\n"
-    "  --out OUT.npy   the output file (numpy .npy)\n"
-    "  --force         replace OUT.npy if it exists (otherwise an existing file is an error)\n"
-    "  --threads N     threads for CPU kernels\n"
-    "  --help          this text\n";
+    GA_CLI_HELP_OUT
+    GA_CLI_HELP_COMMON;
 
 const char* const kEncodeImageUsage =
     "usage: ga encode-image --model MODEL [--batch B] [--normalize] [--bf16] --out OUT.npy [--force]\n"
@@ -69,12 +66,9 @@ const char* const kEncodeImageUsage =
     "  --model MODEL   a converted model file\n"
     "  --batch B       images per forward pass (default 16)\n"
     "  --normalize     L2-normalise each embedding\n"
-    "  --bf16          fast, approximate: weights rounded to bf16 and products computed in\n"
-    "                  bf16 with f32 sums (AMX / AVX512-BF16 CPUs; cosine to f32 >= 0.999)\n"
-    "  --out OUT.npy   the output file (numpy .npy)\n"
-    "  --force         replace OUT.npy if it exists (otherwise an existing file is an error)\n"
-    "  --threads N     threads for CPU kernels\n"
-    "  --help          this text\n";
+    GA_CLI_HELP_BF16
+    GA_CLI_HELP_OUT
+    GA_CLI_HELP_COMMON;
 
 const char* const kEncodeTextUsage =
     "usage: ga encode-text --model MODEL [--normalize] [--truncate] [--bf16] --out OUT.npy [--force]\n"
@@ -87,12 +81,9 @@ const char* const kEncodeTextUsage =
     "  --model MODEL   a converted model file\n"
     "  --normalize     L2-normalise each embedding\n"
     "  --truncate      cut texts longer than the context instead of failing\n"
-    "  --bf16          fast, approximate: weights rounded to bf16 and products computed in\n"
-    "                  bf16 with f32 sums (AMX / AVX512-BF16 CPUs; cosine to f32 >= 0.999)\n"
-    "  --out OUT.npy   the output file (numpy .npy)\n"
-    "  --force         replace OUT.npy if it exists (otherwise an existing file is an error)\n"
-    "  --threads N     threads for CPU kernels\n"
-    "  --help          this text\n"
+    GA_CLI_HELP_BF16
+    GA_CLI_HELP_OUT
+    GA_CLI_HELP_COMMON
     "\n"
     "Use -- before texts that start with '-'.\n";
 
@@ -116,10 +107,8 @@ const char* const kZeroshotUsage =
     "  --template T    the prompt, with {} where the class name goes (default \"a photo of a {}.\")\n"
     "  --json          JSON lines output\n"
     "  --batch B       images per forward pass (default 16)\n"
-    "  --bf16          fast, approximate: weights rounded to bf16 and products computed in\n"
-    "                  bf16 with f32 sums (AMX / AVX512-BF16 CPUs; cosine to f32 >= 0.999)\n"
-    "  --threads N     threads for CPU kernels\n"
-    "  --help          this text\n";
+    GA_CLI_HELP_BF16
+    GA_CLI_HELP_COMMON;
 
 const std::vector<Option> kOutOptions = {{"out", true}, {"force", false}};
 

@@ -44,8 +44,7 @@ const char* const kConvertUsage =
     "                  assumed) nor the activation (quick_gelu; LAION's open_clip models use\n"
     "                  gelu). A value that contradicts a tensor's shape is an error.\n"
     "  --force         replace OUTPUT if it exists (otherwise an existing file is an error)\n"
-    "  --threads N     threads for CPU kernels\n"
-    "  --help          this text\n"
+    GA_CLI_HELP_COMMON
     "\n"
     "Progress goes to stderr. Without a vocabulary the model is written without a tokenizer\n"
     "(a warning says so): convert the converted file again with --vocab to add one.\n";
@@ -58,8 +57,7 @@ const char* const kInfoUsage =
     "\n"
     "options:\n"
     "  --tensors       also list every tensor: name, dtype, shape\n"
-    "  --threads N     threads for CPU kernels\n"
-    "  --help          this text\n";
+    GA_CLI_HELP_COMMON;
 
 /// --config's value: JSON text when it starts with '{' (after spaces), else a file to read.
 ga::io::Json config_argument(const std::string& value) {
