@@ -192,6 +192,16 @@ class ProfilingBackend final : public ga::backend::Backend {
                        const Tensor& mean, const Tensor& rstd) override {
     timed("layer_norm", 0, "", [&] { real_backend().layer_norm_last(x, w, b, eps, o, mean, rstd); });
   }
+  void conv2d(const Tensor& x, const Tensor& w, const W& g, const Tensor& o,
+              const ga::backend::MatmulEpilogue& e) override {
+    // One entry per path (the Columns path's im2col and product are timed together).
+    const std::string kind = ga::cat("conv2d (", ga::backend::cpu::conv_path_name(ga::backend::cpu::conv2d_path(x, w, g)), ")");
+    const int64_t B = o.size(0), M = o.size(1), N = o.size(2), K = w.size(1);
+    const double flops = 2.0 * double(B) * double(M) * double(N) * double(K);
+    timed(kind, flops,
+          ga::cat(kind.substr(7), " ", g.kh, "x", g.kw, "/", g.sh, " B=", B, " M=", M, " K=", K, " N=", N),
+          [&] { real_backend().conv2d(x, w, g, o, e); });
+  }
   void im2col(const Tensor& x, const W& g, const Tensor& c) override {
     timed("im2col", 0, "", [&] { real_backend().im2col(x, g, c); });
   }

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -339,4 +340,142 @@ TEST_CASE("gemm f32: a malformed epilogue is refused, naming it") {
     threw = std::string(err.what()).find("residual") != std::string::npos;
   }
   CHECK(threw);
+}
+
+namespace {
+
+/// One convolution geometry: x [N, C, H, W], w [O, C, k, k'], stride, padding.
+struct ConvCase {
+  int64_t N, C, H, W, O, kh, kw, sh, sw, ph, pw;
+};
+
+/// Checks y = act(conv2d(x, w) + b + residual) element by element against a direct f64
+/// convolution (loops over the window, zero padding by bounds checks). The bound is the
+/// epilogue test's, with sum_k |w x| over the window as the magnitude.
+void check_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& res, ga::Activation act,
+                const ConvCase& c, const Tensor& y, const std::string& what) {
+  const double eps = 1.1920929e-7;
+  const int64_t OH = (c.H + 2 * c.ph - c.kh) / c.sh + 1, OW = (c.W + 2 * c.pw - c.kw) / c.sw + 1;
+  REQUIRE(y.shape() == ga::Shape{c.N, c.O, OH, OW});
+  const std::vector<float> xv = x.contiguous().to_vector<float>(), wv = w.contiguous().to_vector<float>();
+  const std::vector<float> yv = y.contiguous().to_vector<float>();
+  const std::vector<float> bv = b.defined() ? b.to_vector<float>() : std::vector<float>();
+  const std::vector<float> rv = res.defined() ? res.contiguous().to_vector<float>() : std::vector<float>();
+  const double K = double(c.C * c.kh * c.kw);
+  int64_t bad = 0;
+  double worst = 0;
+  for (int64_t n = 0; n < c.N; ++n)
+    for (int64_t o = 0; o < c.O; ++o)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          double s = 0, mag = 0;
+          for (int64_t ci = 0; ci < c.C; ++ci)
+            for (int64_t i = 0; i < c.kh; ++i)
+              for (int64_t j = 0; j < c.kw; ++j) {
+                const int64_t ih = oh * c.sh - c.ph + i, iw = ow * c.sw - c.pw + j;
+                if (ih < 0 || ih >= c.H || iw < 0 || iw >= c.W) continue;
+                const double p = double(wv[size_t(((o * c.C + ci) * c.kh + i) * c.kw + j)]) *
+                                 double(xv[size_t(((n * c.C + ci) * c.H + ih) * c.W + iw)]);
+                s += p;
+                mag += std::abs(p);
+              }
+          const size_t at = size_t(((n * c.O + o) * OH + oh) * OW + ow);
+          double extra = 0;
+          if (b.defined()) extra += bv[size_t(o)];
+          if (res.defined()) extra += rv[at];
+          const double want = activation_ref(act, s + extra);
+          const double tol = 1.2 * (4 * std::sqrt(K + 1) * eps * mag) +
+                             8 * eps * (std::abs(s) + std::abs(extra) + std::abs(want)) + 1e-30;
+          const double err = std::abs(double(yv[at]) - want);
+          worst = std::max(worst, err / tol);
+          if (!(err <= tol)) ++bad;
+        }
+  INFO(what, ": ", bad, " of ", y.numel(), " elements out of bound; worst error / bound = ", worst);
+  CHECK(bad == 0);
+}
+
+}  // namespace
+
+TEST_CASE("gemm f32: conv2d (the implicit GEMM and the im2col path) against a direct convolution") {
+  using ga::Activation;
+  using ga::backend::cpu::ConvPath;
+  using ga::backend::cpu::f32_kernel_supported;
+  ga::Generator g(10);
+  const std::vector<ConvCase> geometries{
+      {2, 7, 13, 11, 13, 3, 3, 1, 1, 1, 1},   // 3x3 pad 1, odd channel count, 143 columns
+      {3, 5, 17, 20, 14, 3, 3, 2, 2, 1, 1},   // 3x3 stride 2
+      {2, 9, 16, 15, 6, 1, 1, 2, 2, 0, 0},    // 1x1 stride 2 (a strided read, no padding)
+      {1, 3, 12, 9, 5, 5, 5, 1, 1, 2, 2},     // 5x5 pad 2
+      {2, 3, 23, 21, 8, 7, 7, 2, 2, 3, 3},    // the 7x7 stride-2 stem
+      {2, 45, 27, 27, 17, 3, 3, 1, 1, 1, 1},  // K = 405: two k blocks; 729 columns: two B blocks
+      {2, 4, 6, 70, 5, 3, 3, 1, 1, 1, 1},     // output rows wider than a 32-column panel
+      {2, 6, 9, 8, 4, 2, 3, 1, 2, 0, 1},      // unequal window and strides, one-sided reach
+      {2, 8, 10, 12, 7, 1, 1, 1, 1, 0, 0}};   // pointwise: the images are the columns
+  struct Parts {
+    bool bias, residual;
+    Activation act;
+  };
+  const std::vector<Parts> parts{{false, false, Activation::None},
+                                 {true, false, Activation::None},
+                                 {true, false, Activation::Relu},
+                                 {true, true, Activation::Relu},
+                                 {false, true, Activation::Gelu}};
+  if (f32_kernel_supported(F32Kernel::Avx512)) {
+    // Auto: a 7 x 7 output (49 columns) takes the kernel from 8 images on, not alone or at
+    // batch 4; 14 x 14 always does; bf16 weights never do.
+    const ga::backend::Window2d w3{3, 3, 1, 1, 1, 1};
+    const Tensor w = ga::empty({512, 512 * 9});
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({16, 512, 7, 7}), w, w3) == ConvPath::Implicit);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 7, 7}), w, w3) == ConvPath::Columns);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({4, 512, 7, 7}), w, w3) == ConvPath::Columns);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({8, 512, 7, 7}), w, w3) == ConvPath::Implicit);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w, w3) == ConvPath::Implicit);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w.to(ga::DType::bf16), w3) == ConvPath::Columns);
+  }
+  for (F32Kernel k : runnable_paths()) {
+    for (int threads : {1, 2}) {
+      PathScope s(k, threads);
+      const std::string tag = std::string(ga::backend::cpu::f32_kernel_name(k)) + " " + std::to_string(threads) + "t";
+      for (const ConvCase& c : geometries) {
+        const Tensor x = ga::randn({c.N, c.C, c.H, c.W}, g), w = ga::randn({c.O, c.C, c.kh, c.kw}, g);
+        const ga::backend::Window2d win{c.kh, c.kw, c.sh, c.sw, c.ph, c.pw};
+        const ConvPath path = ga::backend::cpu::conv2d_path(x, w.reshape({c.O, -1}), win);
+        const bool pointwise = c.kh == 1 && c.kw == 1 && c.sh == 1 && c.sw == 1 && c.ph == 0 && c.pw == 0;
+        // The forced kernel computes every non-pointwise convolution without im2col.
+        if (pointwise) CHECK(path == ConvPath::Pointwise);
+        else CHECK(path == (k == F32Kernel::Avx512 ? ConvPath::Implicit : ConvPath::Columns));
+        for (const Parts& p : parts) {
+          const Tensor b = p.bias ? ga::randn({c.O}, g) : Tensor();
+          const Tensor y0 = ga::conv2d(x, w, Tensor(), {c.sh, c.sw}, {c.ph, c.pw});
+          const Tensor res = p.residual ? ga::randn(y0.shape(), g) : Tensor();
+          const Tensor y = ga::conv2d(x, w, b, {c.sh, c.sw}, {c.ph, c.pw}, ga::Epilogue{res, p.act});
+          const std::string what = tag + " " + ga::backend::cpu::conv_path_name(path) + " x " +
+                                   ga::shape_str(x.shape()) + " w " + ga::shape_str(w.shape()) + " stride " +
+                                   std::to_string(c.sh) + "," + std::to_string(c.sw) + " pad " + std::to_string(c.ph) +
+                                   "," + std::to_string(c.pw) + (p.bias ? " bias" : "") +
+                                   (p.residual ? " residual" : "") + " " + activation_label(p.act);
+          check_conv(x, w, b, res, p.act, c, y, what);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("gemm f32: the fused ReLU keeps NaN as the unfused one does") {
+  if (!ga::backend::cpu::f32_kernel_supported(F32Kernel::Avx512)) return;
+  PathScope s(F32Kernel::Avx512, 1);
+  ga::Generator g(10);
+  const int64_t M = 24, K = 40, N = 64;
+  const Tensor a = ga::randn({1, M, K}, g), b = ga::randn({1, K, N}, g);
+  std::vector<float> r(size_t(M * N), 0.0f);
+  r[5] = std::nanf("");
+  r[100] = -std::numeric_limits<float>::infinity();
+  ga::backend::MatmulEpilogue e;
+  e.residual = ga::tensor(r, {1, M, N});
+  e.activation = ga::Activation::Relu;
+  Tensor out = ga::empty({1, M, N});
+  ga::backend::of(out).matmul(a, b, out, e);
+  const std::vector<float> o = out.to_vector<float>();
+  CHECK(std::isnan(o[5]));
+  CHECK(o[100] == 0.0f);
 }

@@ -444,6 +444,35 @@ TEST_CASE("conv2d: large inputs (threaded im2col / col2im, several image chunks)
   check_large_conv({2, 32, 30, 30}, {24, 32, 1, 1}, {1, 1}, {0, 0});
 }
 
+TEST_CASE("conv2d: f32 inference with a fused bias + ReLU (the CPU's implicit GEMM) matches the direct loops") {
+  // f32 products this size run on the AVX-512 kernel where the CPU has one, which then packs
+  // the columns straight from the image; elsewhere they take the im2col path.
+  struct Geometry {
+    Shape xs, ws;
+    A2 stride, pad;
+  };
+  for (const Geometry& c : {Geometry{{2, 16, 30, 31}, {12, 16, 3, 3}, {2, 2}, {1, 1}},
+                            Geometry{{3, 40, 20, 20}, {8, 40, 3, 3}, {1, 1}, {1, 1}},
+                            Geometry{{2, 3, 40, 36}, {16, 3, 7, 7}, {2, 2}, {3, 3}}}) {
+    Generator gen(43);
+    // Inputs rounded to f32 first, so that only the f32 accumulation differs.
+    auto f32_values = [&](int64_t n) {
+      std::vector<double> v = uniform(n, gen);
+      for (double& e : v) e = double(float(e));
+      return v;
+    };
+    const Ref xr(c.xs, f32_values(numel_of(c.xs))), wr(c.ws, f32_values(numel_of(c.ws)));
+    const Ref br(Shape{c.ws[0]}, f32_values(c.ws[0]));
+    const Tensor x = tensor(xr.v).reshape(c.xs).to(DType::f32), w = tensor(wr.v).reshape(c.ws).to(DType::f32);
+    const Tensor b = tensor(br.v).to(DType::f32);
+    const Tensor y = conv2d(x, w, b, c.stride, c.pad, Epilogue{Tensor(), Activation::Relu});
+    Ref yr = ref_conv2d(xr, wr, &br, c.stride, c.pad);
+    for (double& e : yr.v) e = std::max(e, 0.0);
+    INFO("x ", shape_str(c.xs), " w ", shape_str(c.ws));
+    CHECK(max_rel_err(y, yr) < 1e-5);
+  }
+}
+
 TEST_CASE("index ops: large inputs (threaded kernels) match naive loops, repeated indices accumulate") {
   Generator gen(7);
   const int64_t V = 50, D = 3000, K = 400;

@@ -152,6 +152,15 @@ class Backend {
   /// per-row mean and 1/sqrt(var + eps) (biased variance) into mean, rstd [rows].
   virtual void layer_norm_last(const Tensor& x, const Tensor& w, const Tensor& b, double eps,
                                const Tensor& out, const Tensor& mean, const Tensor& rstd) = 0;
+  /// The convolution forward, as a product: out[i] = epilogue(w @ im2col(x[i])) for x
+  /// [B, C, H, W] contiguous, w [O, C*kh*kw] (any strides; column c*kh*kw + ki*kw + kj
+  /// weighs input channel c at window offset (ki, kj)), out [B, O, OH*OW] contiguous, zero
+  /// padding; dtypes and epilogue as for matmul with a = w broadcast over the batch and b =
+  /// the columns (bias per row: one per output channel). How the columns are formed is the
+  /// backend's choice (an implicit GEMM reads them from x in place; im2col scratch is the
+  /// backend's own, bounded by it).
+  virtual void conv2d(const Tensor& x, const Tensor& w, const Window2d& g, const Tensor& out,
+                      const MatmulEpilogue& epilogue) = 0;
   /// x [C, H, W] -> cols [C*kh*kw, OH*OW] (zero padding).
   virtual void im2col(const Tensor& x, const Window2d& g, const Tensor& cols) = 0;
   /// The adjoint of im2col: x [C, H, W] += scatter of cols [C*kh*kw, OH*OW].

@@ -1,5 +1,6 @@
-// 2-D convolution (im2col + GEMM) and average pooling over NCHW tensors, the image
-// layers of CLIP's ModifiedResNet. Each op's gradient rule sits right after its forward.
+// 2-D convolution (a product with the im2col matrix; the backend's conv2d forms it, the
+// backward uses im2col / col2im) and average pooling over NCHW tensors, the image layers of
+// CLIP's ModifiedResNet. Each op's gradient rule sits right after its forward.
 #pragma once
 #include <array>
 
@@ -78,16 +79,10 @@ inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(
   const Tensor xc = x.detach().contiguous();
   const Tensor wm = w.detach().reshape({O, CKK});
   Tensor y = empty({N, O, OH, OW}, yt, x.device());
-  const backend::MatmulEpilogue e = ops::epilogue_for("conv2d", y, b, /*bias_per_row=*/true, then);
-  const int64_t chunk = ops::conv_chunk(N, CKK * P);
-  for (int64_t n0 = 0; n0 < N && y.numel() > 0; n0 += chunk) {
-    const int64_t B = std::min(chunk, N - n0);
-    // y[n] = w [O, CKK] @ cols[n] [CKK, P] + b: a batched GEMM with the weight broadcast.
-    backend::MatmulEpilogue part = e;
-    if (e.residual.defined()) part.residual = e.residual.narrow(0, n0, B).view({B, O, P});
-    backend::of(x).matmul(wm.unsqueeze(0).expand({B, O, CKK}), ops::conv_columns(xc, g, n0, B),
-                          y.narrow(0, n0, B).view({B, O, P}), part);
-  }
+  backend::MatmulEpilogue e = ops::epilogue_for("conv2d", y, b, /*bias_per_row=*/true, then);
+  if (e.residual.defined()) e.residual = e.residual.view({N, O, P});
+  // y[n] = w [O, CKK] @ im2col(x[n]) [CKK, P] + b: the backend forms the columns its own way.
+  if (y.numel() > 0) backend::of(x).conv2d(xc, wm, g, y.view({N, O, P}), e);
 
   return autograd::record("conv2d", {x, w, b}, y, [xc, wm, g, ws = w.shape()](const Tensor& gy, const ops::Needs& n) {
     const int64_t N = xc.size(0), C = xc.size(1), H = xc.size(2), W = xc.size(3);

@@ -46,6 +46,8 @@ class CpuBackend final : public Backend {
                  const Tensor& out) override;
   void layer_norm_last(const Tensor& x, const Tensor& w, const Tensor& b, double eps,
                        const Tensor& out, const Tensor& mean, const Tensor& rstd) override;
+  void conv2d(const Tensor& x, const Tensor& w, const Window2d& g, const Tensor& out,
+              const MatmulEpilogue& epilogue) override;
   void im2col(const Tensor& x, const Window2d& g, const Tensor& cols) override;
   void col2im(const Tensor& cols, const Window2d& g, const Tensor& x) override;
   void avg_pool2d(const Tensor& x, const Window2d& g, bool count_include_pad,

@@ -209,6 +209,111 @@ GA_TARGET_AVX512F inline void pack_panels(const Operand& X, int64_t rows, int64_
   }
 }
 
+/// B [K, N] of one product where it lies. Either a strided matrix (`matrix`), or, when
+/// `image` is set, the im2col matrix of one image [C, H, W] (contiguous) under `window`:
+/// B(k, n) for k = (c, ki, kj) and n = (oh, ow) is image[c, oh*sh - ph + ki, ow*sw - pw + kj],
+/// zero outside the image. The second is read by the packing directly, never materialised
+/// (an implicit GEMM): each packed value is loaded from the image once, where im2col would
+/// write it to memory and the packing read it back.
+struct BSource {
+  Operand matrix{nullptr, 0, 0};
+  const float* image = nullptr;
+  int64_t H = 0, W = 0, OW = 0;  // the image's height and width; the output's width
+  Window2d window;
+
+  static BSource strided(const Operand& m) {
+    BSource b;
+    b.matrix = m;
+    return b;
+  }
+  static BSource conv(const float* image, int64_t H, int64_t W, const Window2d& g) {
+    BSource b;
+    b.image = image;
+    b.H = H;
+    b.W = W;
+    b.OW = g.out_w(W);
+    b.window = g;
+    return b;
+  }
+};
+
+/// Copies n values src[0], src[step], ... to dst[0 .. n).
+GA_TARGET_AVX512F inline void copy_run(const float* src, int64_t step, int64_t n, float* dst) {
+  if (step == 1) {
+    for (int64_t i = 0; i < n; i += 16) {
+      const __mmask16 m = first_lanes(n - i);
+      _mm512_mask_storeu_ps(dst + i, m, _mm512_maskz_loadu_ps(m, src + i));
+    }
+    return;
+  }
+  const __m512i lanes = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(int(step)));
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = first_lanes(n - i);
+    _mm512_mask_storeu_ps(dst + i, m, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, lanes, src + i * step, 4));
+  }
+}
+
+/// Packs rows k in [k0, k0 + kc) and columns n in [n0, n0 + nc) of a convolution's
+/// implicit B (src.image set) as pack_panels packs B^T: kNR-wide k-major panels, columns
+/// past nc zero. Each panel's columns are cut once into runs that stay in one output row;
+/// then for each k every run is one strided read of an image row, clipped to the columns
+/// whose input lies inside the image (the rest stays zero: the padding).
+GA_TARGET_AVX512F inline void pack_conv_panels(const BSource& src, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                                               float* out) {
+  const Window2d& g = src.window;
+  const int64_t KK = g.kh * g.kw, plane = src.H * src.W;
+  struct Run {
+    int64_t slot, len, oh, ow;  // panel columns [slot, slot + len) are output (oh, ow .. ow + len)
+  };
+  for (int64_t q = 0; q * kNR < nc; ++q) {
+    Run runs[kNR];
+    int nruns = 0;
+    const int64_t cols = std::min(kNR, nc - q * kNR), first = n0 + q * kNR;
+    for (int64_t slot = 0, oh = first / src.OW, ow = first % src.OW; slot < cols; ++oh, ow = 0) {
+      const int64_t len = std::min(cols - slot, src.OW - ow);
+      runs[nruns++] = Run{slot, len, oh, ow};
+      slot += len;
+    }
+    float* o = out + q * kNR * kc;
+    int64_t c = k0 / KK, ki = k0 % KK / g.kw, kj = k0 % g.kw;
+    for (int64_t k = 0; k < kc; ++k) {
+      float* dst = o + k * kNR;
+      _mm512_storeu_ps(dst, _mm512_setzero_ps());
+      _mm512_storeu_ps(dst + 16, _mm512_setzero_ps());
+      // Output columns whose input column lies inside the image: [ow_lo, ow_hi).
+      const int64_t ow_lo = std::max<int64_t>(0, (g.pw - kj + g.sw - 1) / g.sw);
+      const int64_t ow_hi = (src.W + g.pw - kj + g.sw - 1) / g.sw;
+      const float* channel = src.image + c * plane;
+      for (int r = 0; r < nruns; ++r) {
+        const Run& run = runs[r];
+        const int64_t ih = run.oh * g.sh - g.ph + ki;
+        const int64_t a = std::max(run.ow, ow_lo), b = std::min(run.ow + run.len, ow_hi);
+        if (ih < 0 || ih >= src.H || a >= b) continue;
+        copy_run(channel + ih * src.W + a * g.sw - g.pw + kj, g.sw, b - a, dst + run.slot + (a - run.ow));
+      }
+      if (++kj == g.kw) {
+        kj = 0;
+        if (++ki == g.kh) {
+          ki = 0;
+          ++c;
+        }
+      }
+    }
+  }
+}
+
+/// Packs B's block k in [k0, k0 + kc), n in [n0, n0 + nc) as kNR-wide panels of B^T.
+inline void pack_b(const BSource& B, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* out) {
+  if (B.image) {
+    pack_conv_panels(B, k0, kc, n0, nc, out);
+    return;
+  }
+  // B^T's block: rows n (stride B.cs), depth k (stride B.rs).
+  const Operand& m = B.matrix;
+  pack_panels(Operand{m.p + k0 * m.rs + n0 * m.cs, m.cs, m.rs}, nc, kc, kNR, out);
+}
+
 // ---- epilogue ----
 
 /// A product's epilogue (backend::MatmulEpilogue) for one C [M, N]: what is added to the
@@ -279,7 +384,9 @@ GA_TARGET_AVX512F inline void micro_kernel(int64_t kc, const float* a, const flo
         if (ep->row_bias) v = _mm512_add_ps(v, _mm512_set1_ps(ep->row_bias[r]));
         if (ep->col_bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, ep->col_bias + 16 * j));
         if (ep->residual) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, ep->residual + r * ep->ldr + 16 * j));
-        if (ep->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+        // MAXPS returns its second operand when either is NaN: v, so NaN stays NaN (as the
+        // unfused ReLU, Eigen's max(x, 0), leaves it).
+        if (ep->relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);
       }
       _mm512_mask_storeu_ps(cr + 16 * j, m, v);
     }
@@ -334,7 +441,7 @@ inline void pack_a(const Operand& A, const PackedA& pa, int64_t mp0, int64_t mp1
 /// C rows [m0, m1) x columns [n0, n1) (m0 a multiple of kMR, n0 of kNR) on this thread, the
 /// epilogue applied as each tile gets its last k block; bbuf has room for a kKC x kNC block
 /// of B.
-inline void run_block(const PackedA& pa, const Operand& B, float* C, int64_t ldc, int64_t m0, int64_t m1,
+inline void run_block(const PackedA& pa, const BSource& B, float* C, int64_t ldc, int64_t m0, int64_t m1,
                       int64_t n0, int64_t n1, float* bbuf, const Epilogue& e) {
   if (m0 >= m1 || n0 >= n1) return;
   const int64_t K = pa.K;
@@ -344,8 +451,7 @@ inline void run_block(const PackedA& pa, const Operand& B, float* C, int64_t ldc
     const int64_t nc = std::min(block_cols, n1 - nb);
     for (int64_t k0 = 0; k0 < K; k0 += kKC) {
       const int64_t kc = std::min(kKC, K - k0);
-      // B^T's block: rows n (stride B.cs), depth k (stride B.rs).
-      pack_panels(Operand{B.p + k0 * B.rs + nb * B.cs, B.cs, B.rs}, nc, kc, kNR, bbuf);
+      pack_b(B, k0, kc, nb, nc, bbuf);
       for (int64_t m = m0; m < m1; m += kMR) {
         const int64_t rows = std::min(kMR, m1 - m);
         const float* a = pa.panel(k0 / kKC, m / kMR);
@@ -393,7 +499,7 @@ inline void choose_grid(int64_t M, int64_t N, int threads, int& tm, int& tn) {
 
 /// C [M, N] (row stride ldc) = epilogue(A [M, K] @ B [K, N]) on `threads` threads, K = pa.K >= 1.
 /// pa has room for A packed; pack false means A is already there (a weight shared by a batch).
-inline void gemm(const Operand& A, const Operand& B, float* C, int64_t ldc, int64_t M, int64_t N, const PackedA& pa,
+inline void gemm(const Operand& A, const BSource& B, float* C, int64_t ldc, int64_t M, int64_t N, const PackedA& pa,
                  bool pack, int threads, const Epilogue& e) {
   constexpr int kMaxThreads = 256;
   threads = std::max(1, std::min(threads, kMaxThreads));
@@ -434,20 +540,13 @@ inline void gemm(const Operand& A, const Operand& B, float* C, int64_t ldc, int6
 #pragma GCC diagnostic pop
 #endif
 
-/// out[i] = epilogue(a[i] @ b[i]) for a [Bt, M, K], b [Bt, K, N] (f32, any strides, batch
-/// stride 0 for a broadcast operand), out [Bt, M, N] contiguous f32 (see
-/// backend::MatmulEpilogue). Many small products run one per thread; larger ones one after
-/// another, each on every thread.
-inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const MatmulEpilogue& epilogue = {}) {
-  const int64_t Bt = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
-  float* cp = static_cast<float*>(out.raw_data());
-  if (out.numel() == 0) return;
-  if (K == 0) {
-    std::memset(cp, 0, size_t(out.numel()) * sizeof(float));
-    apply_epilogue(out, epilogue);
-    return;
-  }
-  detail::check_epilogue("matmul", out, epilogue);
+/// out[i] = epilogue(A_i @ B_i) for i < Bt, out [Bt, M, N] contiguous f32, K >= 1, where
+/// a_of(i) is the Operand A_i [M, K] and b_of(i) the BSource B_i [K, N]; a_shared says every
+/// A_i is the same (a broadcast weight, packed once). Many small products run one per
+/// thread; larger ones one after another, each on every thread.
+template <class AOf, class BOf>
+inline void batched_gemm(int64_t Bt, int64_t M, int64_t N, int64_t K, const AOf& a_of, bool a_shared, const BOf& b_of,
+                         float* cp, const MatmulEpilogue& epilogue) {
   const float* bias = epilogue.bias.defined() ? static_cast<const float*>(epilogue.bias.raw_data()) : nullptr;
   const float* residual =
       epilogue.residual.defined() ? static_cast<const float*>(epilogue.residual.raw_data()) : nullptr;
@@ -456,13 +555,8 @@ inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const Ma
     return Epilogue{epilogue.bias_per_row ? bias : nullptr, epilogue.bias_per_row ? nullptr : bias,
                     residual ? residual + i * M * N : nullptr, N, epilogue.activation};
   };
-  const Shape& as = a.strides();
-  const Shape& bs = b.strides();
-  const float* ap = static_cast<const float*>(a.raw_data());
-  const float* bp = static_cast<const float*>(b.raw_data());
   auto run = [&](int64_t i, const PackedA& pa, bool pack, int threads) {
-    gemm(Operand{ap + i * as[0], as[1], as[2]}, Operand{bp + i * bs[0], bs[1], bs[2]}, cp + i * M * N, N, M, N, pa, pack,
-         threads, epilogue_of(i));
+    gemm(a_of(i), b_of(i), cp + i * M * N, N, M, N, pa, pack, threads, epilogue_of(i));
   };
   const size_t abytes = packed_a_floats(M, K) * sizeof(float);
   const double flops = 2.0 * double(M) * double(N) * double(K);
@@ -474,7 +568,7 @@ inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const Ma
     parallel_for(0, Bt, 1, [&](int64_t lo, int64_t hi) {
       auto apack = HostBlockCache::instance().allocate(abytes);
       const PackedA pa{static_cast<float*>(apack->data()), M, K, (M + kMR - 1) / kMR * kMR};
-      for (int64_t i = lo; i < hi; ++i) run(i, pa, i == lo || as[0] != 0, 1);
+      for (int64_t i = lo; i < hi; ++i) run(i, pa, i == lo || !a_shared, 1);
     });
     return;
   }
@@ -482,7 +576,50 @@ inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const Ma
   if (flops < 2e6) threads = 1;
   auto apack = HostBlockCache::instance().allocate(abytes);
   const PackedA pa{static_cast<float*>(apack->data()), M, K, (M + kMR - 1) / kMR * kMR};
-  for (int64_t i = 0; i < Bt; ++i) run(i, pa, i == 0 || as[0] != 0, threads);  // a broadcast A is packed once
+  for (int64_t i = 0; i < Bt; ++i) run(i, pa, i == 0 || !a_shared, threads);
+}
+
+/// out[i] = epilogue(a[i] @ b[i]) for a [Bt, M, K], b [Bt, K, N] (f32, any strides, batch
+/// stride 0 for a broadcast operand), out [Bt, M, N] contiguous f32 (see
+/// backend::MatmulEpilogue).
+inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const MatmulEpilogue& epilogue = {}) {
+  const int64_t Bt = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
+  float* cp = static_cast<float*>(out.raw_data());
+  if (out.numel() == 0) return;
+  if (K == 0) {
+    std::memset(cp, 0, size_t(out.numel()) * sizeof(float));
+    apply_epilogue(out, epilogue);
+    return;
+  }
+  detail::check_epilogue("matmul", out, epilogue);
+  const Shape& as = a.strides();
+  const Shape& bs = b.strides();
+  const float* ap = static_cast<const float*>(a.raw_data());
+  const float* bp = static_cast<const float*>(b.raw_data());
+  batched_gemm(
+      Bt, M, N, K, [&](int64_t i) { return Operand{ap + i * as[0], as[1], as[2]}; }, as[0] == 0 || Bt == 1,
+      [&](int64_t i) { return BSource::strided(Operand{bp + i * bs[0], bs[1], bs[2]}); }, cp, epilogue);
+}
+
+/// The implicit-GEMM convolution: out[i] = epilogue(w @ im2col(x[i])) for x [Bt, C, H, W]
+/// contiguous f32, w [O, C*kh*kw] f32 (any strides), out [Bt, O, OH*OW] contiguous f32
+/// (window g; see backend::Backend::conv2d), with im2col's columns packed straight from
+/// the image.
+inline void conv2d(const Tensor& x, const Tensor& w, const Window2d& g, const Tensor& out,
+                   const MatmulEpilogue& epilogue = {}) {
+  const int64_t Bt = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t O = w.size(0), K = w.size(1), P = out.size(2);
+  if (out.numel() == 0) return;
+  GA_CHECK(K == C * g.kh * g.kw && K >= 1, ShapeError, "conv2d: weight ", shape_str(w.shape()), " does not hold ", C,
+           " channels of a ", g.kh, "x", g.kw, " window");
+  detail::check_epilogue("conv2d", out, epilogue);
+  const float* xp = static_cast<const float*>(x.raw_data());
+  const float* wp = static_cast<const float*>(w.raw_data());
+  const Operand A{wp, w.strides()[0], w.strides()[1]};
+  batched_gemm(
+      Bt, O, P, K, [&](int64_t) { return A; }, true,
+      [&](int64_t i) { return BSource::conv(xp + i * C * H * W, H, W, g); }, static_cast<float*>(out.raw_data()),
+      epilogue);
 }
 
 }  // namespace ga::backend::cpu::f32_gemm
