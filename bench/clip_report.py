@@ -196,7 +196,9 @@ def main():
     w("```\n")
 
     # ---- load conditions ----
-    worst = max((r["foreign_cores"] for r in load), default=0.0)
+    # Phases shorter than a second (writing the model files when they exist) divide a few
+    # scheduler ticks by almost nothing: their foreign-core figure is noise, not load.
+    worst = max((r["foreign_cores"] for r in load if float(r["wall_s"]) >= 1.0), default=0.0)
     worst_la = max((float(r["loadavg_before"].split()[0]) for r in load), default=0.0)
     high = "priority: high" in machine
     # Foreign cores are measured directly; the load average counts this run's own two threads
