@@ -226,22 +226,43 @@ const char* activation_label(ga::Activation a) {
   return "none";
 }
 
+/// Counts the results of a product with an epilogue that miss the reference, act(s + extra):
+/// the bound is the product's (check_product's, for K terms of total magnitude mag), grown by
+/// the activation's slope (at most 1.13), plus a few ulps of the sums and of the activation's
+/// own rounding.
+struct EpilogueTally {
+  int64_t bad = 0, seen = 0;
+  double worst = 0;
+
+  void add(double got, double s, double extra, double mag, double K, ga::Activation act) {
+    const double eps = 1.1920929e-7;
+    const double want = activation_ref(act, s + extra);
+    const double tol = 1.2 * (4 * std::sqrt(K + 1) * eps * mag) +
+                       8 * eps * (std::abs(s) + std::abs(extra) + std::abs(want)) + 1e-30;
+    const double err = std::abs(got - want);
+    worst = std::max(worst, err / tol);
+    if (!(err <= tol)) ++bad;  // also catches NaN
+    ++seen;
+  }
+  void check(const std::string& what) const {
+    INFO(what, ": ", bad, " of ", seen, " elements out of bound; worst error / bound = ", worst);
+    CHECK(bad == 0);
+  }
+};
+
 /// One epilogue case on out [Bt, M, N] = a [Bt or broadcast, M, K] @ b [Bt, K, N].
 struct EpilogueCase {
   bool bias, per_row, residual;
   ga::Activation act;
 };
 
-/// Checks out = act(a @ b + bias + residual) element by element against a double loop. The
-/// bound: the product's (check_product's), grown by the activation's slope (at most 1.13),
-/// plus a few ulps of the sums and of the activation's own rounding.
+/// Checks out = act(a @ b + bias + residual) element by element against a double loop, within
+/// EpilogueTally's bound.
 void check_epilogue(const Tensor& a3, const Tensor& b3, const Tensor& bias, bool per_row, const Tensor& res,
                     ga::Activation act, const Tensor& out, const std::string& what) {
-  const double eps = 1.1920929e-7;
   const int64_t Bt = out.size(0), M = out.size(1), N = out.size(2), K = a3.size(2);
   const std::vector<float> bv = bias.defined() ? bias.to_vector<float>() : std::vector<float>();
-  int64_t bad = 0;
-  double worst = 0;
+  EpilogueTally tally;
   for (int64_t t = 0; t < Bt; ++t) {
     const View2 A(a3.select(0, t)), B(b3.select(0, t)), C(out.select(0, t));
     const std::vector<float> rv = res.defined() ? res.select(0, t).contiguous().to_vector<float>() : std::vector<float>();
@@ -255,16 +276,10 @@ void check_epilogue(const Tensor& a3, const Tensor& b3, const Tensor& bias, bool
         double extra = 0;
         if (bias.defined()) extra += bv[size_t(per_row ? i : j)];
         if (res.defined()) extra += rv[size_t(i * N + j)];
-        const double pre = s + extra, want = activation_ref(act, pre);
-        const double tol = 1.2 * (4 * std::sqrt(double(K) + 1) * eps * mag) +
-                           8 * eps * (std::abs(s) + std::abs(extra) + std::abs(want)) + 1e-30;
-        const double err = std::abs(C.at(i, j) - want);
-        worst = std::max(worst, err / tol);
-        if (!(err <= tol)) ++bad;
+        tally.add(C.at(i, j), s, extra, mag, double(K), act);
       }
   }
-  INFO(what, ": ", bad, " of ", out.numel(), " elements out of bound; worst error / bound = ", worst);
-  CHECK(bad == 0);
+  tally.check(what);
 }
 
 }  // namespace
@@ -350,11 +365,10 @@ struct ConvCase {
 };
 
 /// Checks y = act(conv2d(x, w) + b + residual) element by element against a direct f64
-/// convolution (loops over the window, zero padding by bounds checks). The bound is the
-/// epilogue test's, with sum_k |w x| over the window as the magnitude.
+/// convolution (loops over the window, zero padding by bounds checks), within EpilogueTally's
+/// bound, with sum_k |w x| over the window as the magnitude.
 void check_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& res, ga::Activation act,
                 const ConvCase& c, const Tensor& y, const std::string& what) {
-  const double eps = 1.1920929e-7;
   const int64_t OH = (c.H + 2 * c.ph - c.kh) / c.sh + 1, OW = (c.W + 2 * c.pw - c.kw) / c.sw + 1;
   REQUIRE(y.shape() == ga::Shape{c.N, c.O, OH, OW});
   const std::vector<float> xv = x.contiguous().to_vector<float>(), wv = w.contiguous().to_vector<float>();
@@ -362,8 +376,7 @@ void check_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor&
   const std::vector<float> bv = b.defined() ? b.to_vector<float>() : std::vector<float>();
   const std::vector<float> rv = res.defined() ? res.contiguous().to_vector<float>() : std::vector<float>();
   const double K = double(c.C * c.kh * c.kw);
-  int64_t bad = 0;
-  double worst = 0;
+  EpilogueTally tally;
   for (int64_t n = 0; n < c.N; ++n)
     for (int64_t o = 0; o < c.O; ++o)
       for (int64_t oh = 0; oh < OH; ++oh)
@@ -383,15 +396,9 @@ void check_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor&
           double extra = 0;
           if (b.defined()) extra += bv[size_t(o)];
           if (res.defined()) extra += rv[at];
-          const double want = activation_ref(act, s + extra);
-          const double tol = 1.2 * (4 * std::sqrt(K + 1) * eps * mag) +
-                             8 * eps * (std::abs(s) + std::abs(extra) + std::abs(want)) + 1e-30;
-          const double err = std::abs(double(yv[at]) - want);
-          worst = std::max(worst, err / tol);
-          if (!(err <= tol)) ++bad;
+          tally.add(double(yv[at]), s, extra, mag, K, act);
         }
-  INFO(what, ": ", bad, " of ", y.numel(), " elements out of bound; worst error / bound = ", worst);
-  CHECK(bad == 0);
+  tally.check(what);
 }
 
 }  // namespace
