@@ -46,16 +46,37 @@ struct View2 {
   double at(int64_t i, int64_t j) const { return v[size_t(i * cols + j)]; }
 };
 
+constexpr double kF32Eps = 1.1920929e-7;
+
+/// The f32 accumulation bound of a K-term product whose terms sum to mag in magnitude:
+/// 4 sqrt(K + 1) ulps (f32 eps) of mag.
+double product_bound(double K, double mag) { return 4 * std::sqrt(K + 1) * kF32Eps * mag; }
+
+/// Counts results outside their bound and reports the worst error / bound.
+struct BoundTally {
+  int64_t bad = 0, seen = 0;
+  double worst = 0;
+
+  void add(double got, double want, double tol) {
+    const double err = std::abs(got - want);
+    worst = std::max(worst, err / tol);
+    if (!(err <= tol)) ++bad;  // also catches NaN
+    ++seen;
+  }
+  void check(const std::string& what) const {
+    INFO(what, ": ", bad, " of ", seen, " elements out of bound; worst error / bound = ", worst);
+    CHECK(bad == 0);
+  }
+};
+
 /// Checks c = a @ b (2-d views) element by element against a double loop; the bound is
-/// 4 sqrt(K) ulps (f32 eps) of sum_k |a_ik b_kj|, plus a tiny absolute floor.
+/// product_bound, plus a tiny absolute floor.
 void check_product(const Tensor& a, const Tensor& b, const Tensor& c, const std::string& what) {
   const View2 A(a), B(b), C(c);
   const int64_t M = A.rows, K = A.cols, N = B.cols;
   REQUIRE(C.rows == M);
   REQUIRE(C.cols == N);
-  const double eps = 1.1920929e-7;
-  int64_t bad = 0;
-  double worst = 0;
+  BoundTally tally;
   for (int64_t i = 0; i < M; ++i)
     for (int64_t j = 0; j < N; ++j) {
       double s = 0, mag = 0;
@@ -63,12 +84,9 @@ void check_product(const Tensor& a, const Tensor& b, const Tensor& c, const std:
         s += A.at(i, k) * B.at(k, j);
         mag += std::abs(A.at(i, k) * B.at(k, j));
       }
-      const double err = std::abs(C.at(i, j) - s), tol = 4 * std::sqrt(double(K) + 1) * eps * mag + 1e-30;
-      worst = std::max(worst, err / tol);
-      if (!(err <= tol)) ++bad;  // also catches NaN
+      tally.add(C.at(i, j), s, product_bound(double(K), mag) + 1e-30);
     }
-  INFO(what, ": ", bad, " of ", M * N, " elements out of bound; worst error / bound = ", worst);
-  CHECK(bad == 0);
+  tally.check(what);
 }
 
 std::string shape_name(const char* tag, int64_t M, int64_t K, int64_t N) {
@@ -230,23 +248,12 @@ const char* activation_label(ga::Activation a) {
 /// the bound is the product's (check_product's, for K terms of total magnitude mag), grown by
 /// the activation's slope (at most 1.13), plus a few ulps of the sums and of the activation's
 /// own rounding.
-struct EpilogueTally {
-  int64_t bad = 0, seen = 0;
-  double worst = 0;
-
+struct EpilogueTally : BoundTally {
   void add(double got, double s, double extra, double mag, double K, ga::Activation act) {
-    const double eps = 1.1920929e-7;
     const double want = activation_ref(act, s + extra);
-    const double tol = 1.2 * (4 * std::sqrt(K + 1) * eps * mag) +
-                       8 * eps * (std::abs(s) + std::abs(extra) + std::abs(want)) + 1e-30;
-    const double err = std::abs(got - want);
-    worst = std::max(worst, err / tol);
-    if (!(err <= tol)) ++bad;  // also catches NaN
-    ++seen;
-  }
-  void check(const std::string& what) const {
-    INFO(what, ": ", bad, " of ", seen, " elements out of bound; worst error / bound = ", worst);
-    CHECK(bad == 0);
+    const double tol = 1.2 * product_bound(K, mag) +
+                       8 * kF32Eps * (std::abs(s) + std::abs(extra) + std::abs(want)) + 1e-30;
+    BoundTally::add(got, want, tol);
   }
 };
 
