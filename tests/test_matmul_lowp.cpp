@@ -158,12 +158,11 @@ std::string activation_name(Activation act) {
 
 /// e applied to the plain product `plain` [B, M, N] unfused, with apply_epilogue's arithmetic
 /// (which a fused epilogue must give bit for bit): f32 sums (p + bias) + residual, then the
-/// activation by the unary kernel over one row at a time, at the same alignment as `plain`'s
-/// rows (the unary kernel's bits can depend on where a run starts).
+/// activation by the unary kernel over one row at a time (whose bits do not depend on where
+/// a run starts: the tensor tests check that).
 Tensor unfused_epilogue(const Tensor& plain, const MatmulEpilogue& e) {
   const int64_t B = plain.size(0), M = plain.size(1), N = plain.size(2);
   const Tensor y = plain.clone();
-  REQUIRE(reinterpret_cast<uintptr_t>(y.raw_data()) % 64 == reinterpret_cast<uintptr_t>(plain.raw_data()) % 64);
   float* yp = y.data_ptr<float>();
   const std::vector<float> bias = e.bias.defined() ? e.bias.to_vector<float>() : std::vector<float>();
   const std::vector<float> res = e.residual.defined() ? e.residual.to_vector<float>() : std::vector<float>();

@@ -884,6 +884,42 @@ TEST_CASE("tensor: set_num_threads round trip; results with 1 and 2 threads") {
   CHECK(std::abs(logsumexp(xd).item<double>() - lse_ref) < 1e-9);
 }
 
+TEST_CASE("tensor: approximated unary functions give the same bits wherever a value lies") {
+  // Eigen's scalar and packet exp can differ in the last bit (QuickGELU below -9 hits it);
+  // a value's result must not depend on its alignment, on the thread split, or on whether
+  // the tensor is a strided view. The reference is each function over one aligned tensor of
+  // whole packets (1024 values).
+  ThreadRestore restore;
+  Generator g(21);
+  const int64_t n = 1024;
+  const Tensor base = rand({n}, g, f32, -30.0, 30.0);
+  using Fn = Tensor (*)(const Tensor&);
+  const std::vector<std::pair<const char*, Fn>> fns{{"quick_gelu", quick_gelu}, {"sigmoid", sigmoid},
+                                                    {"exp", exp},               {"tanh", tanh}};
+  for (const auto& [name, fn] : fns) {
+    CAPTURE(name);
+    set_num_threads(1);
+    const std::vector<float> ref = fn(base).to_vector<float>();
+    for (int threads : {1, 2}) {
+      set_num_threads(threads);
+      // The same values at every offset within a packet, and runs of odd lengths.
+      for (int64_t off : {1, 3, 7, 15}) {
+        Tensor buf = zeros({n + 32});
+        buf.narrow(0, off, n).copy_(base);
+        const std::vector<float> y = fn(buf.narrow(0, off, n)).to_vector<float>();
+        CHECK(std::memcmp(y.data(), ref.data(), size_t(n) * sizeof(float)) == 0);
+        const std::vector<float> part = fn(buf.narrow(0, off, 37)).to_vector<float>();
+        CHECK(std::memcmp(part.data(), ref.data(), 37 * sizeof(float)) == 0);
+      }
+      // A strided view: every other value of an interleaved copy.
+      Tensor wide = zeros({n, 2});
+      wide.select(1, 0).copy_(base);
+      const std::vector<float> ys = fn(wide.select(1, 0)).to_vector<float>();
+      CHECK(std::memcmp(ys.data(), ref.data(), size_t(n) * sizeof(float)) == 0);
+    }
+  }
+}
+
 TEST_CASE("tensor: large strided non-contiguous binary ops match a naive loop") {
   ThreadRestore restore;
   Generator g(5);

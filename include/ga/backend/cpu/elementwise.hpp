@@ -1,6 +1,8 @@
 // CPU kernels: copy, fill, unary, binary, where.
 #pragma once
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 
@@ -51,12 +53,10 @@ inline T unary_scalar(UnaryOp op, T x, T a, T b) {
   return x;
 }
 
-/// Vectorised contiguous path through Eigen's array math where Eigen has the function.
-template <class T>
-inline bool unary_contiguous_eigen(UnaryOp op, const T* x, T* y, int64_t n, T a, T b) {
-  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-  Eigen::Map<const Arr> X(x, n);
-  Eigen::Map<Arr> Y(y, n);
+/// Y = op(X) through Eigen's array math, for Eigen array expressions X (read) and Y
+/// (written) of one length. False (nothing written) where Eigen lacks the function.
+template <class T, class In, class Out>
+inline bool eigen_unary(UnaryOp op, const In& X, Out&& Y, T a, T b) {
   switch (op) {
     case UnaryOp::Neg: Y = -X; return true;
     case UnaryOp::Exp: Y = X.exp(); return true;
@@ -73,6 +73,53 @@ inline bool unary_contiguous_eigen(UnaryOp op, const T* x, T* y, int64_t n, T a,
     case UnaryOp::Sigmoid: Y = X.logistic(); return true;
     default: return false;
   }
+}
+
+/// Whether Eigen's scalar and packet code for op can give different bits (approximated
+/// functions); the others (negation, abs, max/min, +, *, IEEE sqrt) are exact in both.
+inline bool eigen_unary_approximates(UnaryOp op) {
+  return op == UnaryOp::Exp || op == UnaryOp::Log || op == UnaryOp::Rsqrt || op == UnaryOp::Tanh ||
+         op == UnaryOp::QuickGelu || op == UnaryOp::Sigmoid;
+}
+
+/// y[i * ys] = op(x[i * xs]) for i < n through Eigen's array math; false (nothing written)
+/// where Eigen lacks the function. Eigen computes an unaligned head and a partial tail in
+/// scalar code, and for approximated functions that code can differ from the packet code in
+/// the last bit (QuickGELU's exp below -9): a value's result would then depend on where it
+/// lies, so on its alignment, on how threads split a tensor and on which tile of a fused
+/// epilogue holds it. So those functions run only in whole packets: in place where x and y
+/// are aligned whole packets, else over blocks copied into an aligned buffer padded to whole
+/// packets. Every value then gets the packet code's bits, wherever it lies.
+template <class T>
+inline bool unary_eigen(UnaryOp op, const T* x, int64_t xs, T* y, int64_t ys, int64_t n, T a, T b) {
+  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+  constexpr int64_t kAlign = 64, kLanes = kAlign / int64_t(sizeof(T));  // a multiple of any packet's
+  const bool contiguous = xs == 1 && ys == 1;
+  if (!eigen_unary_approximates(op)) {
+    if (!contiguous) return false;  // exact in unary_scalar too
+    return eigen_unary(op, Eigen::Map<const Arr>(x, n), Eigen::Map<Arr>(y, n), a, b);
+  }
+  auto aligned = [&](const T* p) { return reinterpret_cast<uintptr_t>(p) % kAlign == 0; };
+  if (contiguous && n % kLanes == 0 && aligned(x) && aligned(y))
+    return eigen_unary(op, Eigen::Map<const Arr, Eigen::Aligned64>(x, n), Eigen::Map<Arr, Eigen::Aligned64>(y, n), a,
+                       b);
+  constexpr int64_t kBlock = 256;
+  alignas(kAlign) T buf[kBlock];
+  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+    const int64_t len = std::min(kBlock, n - i0), padded = (len + kLanes - 1) / kLanes * kLanes;
+    for (int64_t i = 0; i < len; ++i) buf[i] = x[(i0 + i) * xs];
+    std::fill(buf + len, buf + padded, T(0));
+    Eigen::Map<Arr, Eigen::Aligned64> block(buf, padded);
+    if (!eigen_unary(op, block, block, a, b)) return false;  // coefficient-wise: in place is safe
+    for (int64_t i = 0; i < len; ++i) y[(i0 + i) * ys] = buf[i];
+  }
+  return true;
+}
+
+/// The contiguous case of unary_eigen.
+template <class T>
+inline bool unary_contiguous_eigen(UnaryOp op, const T* x, T* y, int64_t n, T a, T b) {
+  return unary_eigen<T>(op, x, 1, y, 1, n, a, b);
 }
 
 template <class T>
@@ -170,6 +217,7 @@ GA_CPU_KERNEL void CpuBackend::unary(UnaryOp op, const Tensor& x, const Tensor& 
     }
     StridedLoop<2> loop(out.shape(), {&out.strides(), &x.strides()});
     loop.run([&](const std::array<int64_t, 2>& off, int64_t n, const std::array<int64_t, 2>& st) {
+      if (detail::unary_eigen<T>(op, xp + off[1], st[1], yp + off[0], st[0], n, ta, tb)) return;
       for (int64_t i = 0; i < n; ++i)
         yp[off[0] + i * st[0]] = detail::unary_scalar<T>(op, xp[off[1] + i * st[1]], ta, tb);
     });

@@ -832,17 +832,9 @@ inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const Ma
     fused.relu = epilogue.activation == Activation::Relu;
     const float* residual =
         epilogue.residual.defined() ? static_cast<const float*>(epilogue.residual.raw_data()) : nullptr;
-    // activate_row's bits depend on where a run starts: Eigen runs a run's unaligned head and
-    // its tail in scalar code, whose exp (QuickGelu's, below -9) differs from the vector one
-    // in the last bit. A panel's run (its columns start at a multiple of 16) is split as its
-    // whole row is only when every row starts 64-byte aligned; otherwise the activation is a
-    // pass after the product, as in apply_epilogue.
-    MatmulEpilogue after;
-    const bool rows_aligned = N % 16 == 0 && reinterpret_cast<uintptr_t>(cp) % 64 == 0;
-    if (!fused.relu) {
-      if (rows_aligned) fused.stored_activation = epilogue.activation;
-      else after.activation = epilogue.activation;
-    }
+    // activate_row's bits do not depend on where a run starts (see unary_eigen), so the
+    // activation of a panel's columns equals the unfused pass's over whole rows.
+    if (!fused.relu) fused.stored_activation = epilogue.activation;
     int threads = get_num_threads();
 #ifdef _OPENMP
     if (omp_in_parallel()) threads = 1;
@@ -855,7 +847,6 @@ inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const Ma
       fused.residual = residual ? residual + i * M * N : nullptr;  // the bias is the batch's
       gemm_x86(kernel, operand_a(i), operand_b(i), cp + i * M * N, N, M, N, K, prec, Ap, pack_a, threads, fused);
     }
-    apply_epilogue(out, after);
     return;
   }
 #endif
