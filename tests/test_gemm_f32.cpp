@@ -424,7 +424,11 @@ TEST_CASE("gemm f32: conv2d (the implicit GEMM and the im2col path) against a di
       {2, 45, 27, 27, 17, 3, 3, 1, 1, 1, 1},  // K = 405: two k blocks; 729 columns: two B blocks
       {2, 4, 6, 70, 5, 3, 3, 1, 1, 1, 1},     // output rows wider than a 32-column panel
       {2, 6, 9, 8, 4, 2, 3, 1, 2, 0, 1},      // unequal window and strides, one-sided reach
-      {2, 8, 10, 12, 7, 1, 1, 1, 1, 0, 0}};   // pointwise: the images are the columns
+      {2, 8, 10, 12, 7, 1, 1, 1, 1, 0, 0},    // pointwise: the images are the columns
+      // One product spans the batch: register tiles (32 columns) that cross images.
+      {16, 20, 7, 7, 14, 1, 1, 1, 1, 0, 0},   // pointwise 7x7 (49 columns an image), 16 images
+      {5, 45, 5, 6, 13, 3, 3, 1, 1, 1, 1},    // 30 columns an image, two k blocks (accumulated)
+      {3, 2, 3, 3, 5, 3, 3, 1, 1, 1, 1}};     // 9 columns an image: one tile holds all three
   struct Parts {
     bool bias, residual;
     Activation act;
@@ -435,16 +439,18 @@ TEST_CASE("gemm f32: conv2d (the implicit GEMM and the im2col path) against a di
                                  {true, true, Activation::Relu},
                                  {false, true, Activation::Gelu}};
   if (f32_kernel_supported(F32Kernel::Avx512)) {
-    // Auto: a 7 x 7 output (49 columns) takes the kernel from 8 images on, not alone or at
-    // batch 4; 14 x 14 always does; bf16 weights never do.
-    const ga::backend::Window2d w3{3, 3, 1, 1, 1, 1};
-    const Tensor w = ga::empty({512, 512 * 9});
+    // Auto: the batch's columns count (one product spans it): a 7 x 7 output (49 columns)
+    // takes the kernel from 2 images on, not alone; 14 x 14 always does; bf16 weights never
+    // do; a lone 7 x 7 pointwise conv multiplies the image in place.
+    const ga::backend::Window2d w3{3, 3, 1, 1, 1, 1}, w1{1, 1, 1, 1, 0, 0};
+    const Tensor w = ga::empty({512, 512 * 9}), wp = ga::empty({512, 512});
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({16, 512, 7, 7}), w, w3) == ConvPath::Implicit);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 7, 7}), w, w3) == ConvPath::Columns);
-    CHECK(ga::backend::cpu::conv2d_path(ga::empty({4, 512, 7, 7}), w, w3) == ConvPath::Columns);
-    CHECK(ga::backend::cpu::conv2d_path(ga::empty({8, 512, 7, 7}), w, w3) == ConvPath::Implicit);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({2, 512, 7, 7}), w, w3) == ConvPath::Implicit);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w, w3) == ConvPath::Implicit);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w.to(ga::DType::bf16), w3) == ConvPath::Columns);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 7, 7}), wp, w1) == ConvPath::Pointwise);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({2, 512, 7, 7}), wp, w1) == ConvPath::Implicit);
   }
   for (F32Kernel k : runnable_paths()) {
     for (int threads : {1, 2}) {
@@ -455,9 +461,9 @@ TEST_CASE("gemm f32: conv2d (the implicit GEMM and the im2col path) against a di
         const ga::backend::Window2d win{c.kh, c.kw, c.sh, c.sw, c.ph, c.pw};
         const ConvPath path = ga::backend::cpu::conv2d_path(x, w.reshape({c.O, -1}), win);
         const bool pointwise = c.kh == 1 && c.kw == 1 && c.sh == 1 && c.sw == 1 && c.ph == 0 && c.pw == 0;
-        // The forced kernel computes every non-pointwise convolution without im2col.
-        if (pointwise) CHECK(path == ConvPath::Pointwise);
-        else CHECK(path == (k == F32Kernel::Avx512 ? ConvPath::Implicit : ConvPath::Columns));
+        // The forced kernel computes every convolution without im2col, as one product.
+        if (k == F32Kernel::Avx512) CHECK(path == ConvPath::Implicit);
+        else CHECK(path == (pointwise ? ConvPath::Pointwise : ConvPath::Columns));
         for (const Parts& p : parts) {
           const Tensor b = p.bias ? ga::randn({c.O}, g) : Tensor();
           const Tensor y0 = ga::conv2d(x, w, Tensor(), {c.sh, c.sw}, {c.ph, c.pw});

@@ -14,8 +14,8 @@ namespace ga::backend::cpu {
 
 /// How CpuBackend::conv2d computes a convolution.
 enum class ConvPath {
-  Pointwise,  // 1x1, stride 1, no padding: the images are the column matrices; one matmul
-  Implicit,   // the AVX-512 f32 GEMM packing the columns straight from the image (no im2col)
+  Pointwise,  // 1x1, stride 1, no padding, not Implicit: the images are the column matrices; one matmul
+  Implicit,   // the AVX-512 f32 GEMM over the whole batch, packing the columns straight from the images
   Columns,    // im2col into scratch (a chunk of images at a time), then matmul
 };
 
@@ -29,18 +29,16 @@ inline const char* conv_path_name(ConvPath p) {
 }
 
 /// The path CpuBackend::conv2d takes for x [B, C, H, W], w [O, C*kh*kw] under window g: the
-/// implicit GEMM wherever the f32 AVX-512 kernel computes the product (f32_gemm_path). That
-/// says no below 64 columns (a 7x7 output: 49), where packing the weight whole costs more
-/// than the kernel saves; but the weight is packed once per call, so with 8 or more images
-/// the batch's columns count instead (512 x 4608 x 49 on the development machine, against
-/// im2col + Eigen: 35% slower at batch 2, even at 8, 11-13% faster at 12 and 16).
+/// implicit GEMM wherever the f32 AVX-512 kernel computes the product w @ [im2col(x[0]) ...
+/// im2col(x[B-1])] (f32_gemm_path, with the batch's columns side by side). It says no below
+/// 64 columns (one 7 x 7 output: 49), where packing the weight whole costs more than the
+/// kernel saves.
 inline ConvPath conv2d_path(const Tensor& x, const Tensor& w, const Window2d& g) {
-  if (g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0) return ConvPath::Pointwise;
-  const int64_t B = x.size(0), P = g.out_h(x.size(2)) * g.out_w(x.size(3));
-  const int64_t columns = P < 64 && B >= 8 ? B * P : P;
+  const int64_t columns = x.size(0) * g.out_h(x.size(2)) * g.out_w(x.size(3));
   if (GA_X86_F32_KERNELS && x.dtype() == DType::f32 && w.dtype() == DType::f32 &&
       f32_gemm_path(w.size(0), columns, w.size(1)) == F32Kernel::Avx512)
     return ConvPath::Implicit;
+  if (g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0) return ConvPath::Pointwise;
   return ConvPath::Columns;
 }
 
@@ -84,16 +82,16 @@ GA_CPU_KERNEL void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Wi
     return t.as_strided({count, rows, cols}, {rows * cols, cols, 1}, t.offset() + n0 * rows * cols);
   };
   const ConvPath path = conv2d_path(x, w, g);
-  if (path == ConvPath::Pointwise) {
-    matmul(weight_for(N), images(x, 0, N, C, H * W), out, e);
-    return;
-  }
 #if GA_X86_F32_KERNELS
   if (path == ConvPath::Implicit) {
     f32_gemm::conv2d(x, w, g, out, e);
     return;
   }
 #endif
+  if (path == ConvPath::Pointwise) {
+    matmul(weight_for(N), images(x, 0, N, C, H * W), out, e);
+    return;
+  }
   const int64_t chunk = std::max<int64_t>(1, std::min(N, detail::kColumnScratchElements / std::max<int64_t>(CKK * P, 1)));
   const Tensor cols = detail::scratch_tensor({chunk, CKK, P}, x.dtype());
   for (int64_t n0 = 0; n0 < N; n0 += chunk) {

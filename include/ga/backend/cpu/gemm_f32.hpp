@@ -210,15 +210,20 @@ GA_TARGET_AVX512F inline void pack_panels(const Operand& X, int64_t rows, int64_
 }
 
 /// B [K, N] of one product where it lies. Either a strided matrix (`matrix`), or, when
-/// `image` is set, the im2col matrix of one image [C, H, W] (contiguous) under `window`:
-/// B(k, n) for k = (c, ki, kj) and n = (oh, ow) is image[c, oh*sh - ph + ki, ow*sw - pw + kj],
-/// zero outside the image. The second is read by the packing directly, never materialised
-/// (an implicit GEMM): each packed value is loaded from the image once, where im2col would
-/// write it to memory and the packing read it back.
+/// `images` is set, the im2col matrices of a batch of images [C, H, W] (contiguous, one
+/// after the other) under `window`, side by side: column n is output position p = n % P
+/// = (oh, ow) of image i = n / P, and B(k, n) for k = (c, ki, kj) is
+/// image_i[c, oh*sh - ph + ki, ow*sw - pw + kj], zero outside the image. The second is read
+/// by the packing directly, never materialised (an implicit GEMM): each packed value is
+/// loaded from the image once, where im2col would write it to memory and the packing read
+/// it back; and one product covers the whole batch, so that a tile of C may span two images
+/// (a 7 x 7 output has 49 columns: alone, two 32-column panels hold it at 77% use).
 struct BSource {
   Operand matrix{nullptr, 0, 0};
-  const float* image = nullptr;
+  const float* images = nullptr;
+  int64_t image_size = 0;        // C * H * W: from one image to the next
   int64_t H = 0, W = 0, OW = 0;  // the image's height and width; the output's width
+  int64_t P = 0;                 // output positions (columns) per image
   Window2d window;
 
   static BSource strided(const Operand& m) {
@@ -226,13 +231,15 @@ struct BSource {
     b.matrix = m;
     return b;
   }
-  static BSource conv(const float* image, int64_t H, int64_t W, const Window2d& g) {
+  static BSource conv(const float* images, int64_t C, int64_t H, int64_t W, const Window2d& g) {
     BSource b;
-    b.image = image;
+    b.images = images;
+    b.image_size = C * H * W;
+    b.window = g;
+    b.P = g.out_h(H) * g.out_w(W);
     b.H = H;
     b.W = W;
     b.OW = g.out_w(W);
-    b.window = g;
     return b;
   }
 };
@@ -255,24 +262,57 @@ GA_TARGET_AVX512F inline void copy_run(const float* src, int64_t step, int64_t n
 }
 
 /// Packs rows k in [k0, k0 + kc) and columns n in [n0, n0 + nc) of a convolution's
-/// implicit B (src.image set) as pack_panels packs B^T: kNR-wide k-major panels, columns
-/// past nc zero. Each panel's columns are cut once into runs that stay in one output row;
-/// then for each k every run is one strided read of an image row, clipped to the columns
-/// whose input lies inside the image (the rest stays zero: the padding).
+/// implicit B (src.images set) as pack_panels packs B^T: kNR-wide k-major panels, columns
+/// past nc zero.
+///
+/// A pointwise window: B's row k is channel k of each image, so for each k (outermost, so
+/// that each channel is read in order, as the hardware prefetcher expects) every panel is
+/// copied from one image, or two where it spans an image's end.
+///
+/// Other windows: each panel's columns are cut once into runs that stay in one output row
+/// of one image; then for each k every run is one strided read of an image row, clipped to
+/// the columns whose input lies inside the image (the rest stays zero: the padding). Panel
+/// by panel: a panel's rows k read the same few image rows again and again (3 x 3 windows
+/// step along kj, then ki), which then stay in L1.
 GA_TARGET_AVX512F inline void pack_conv_panels(const BSource& src, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
                                                float* out) {
   const Window2d& g = src.window;
   const int64_t KK = g.kh * g.kw, plane = src.H * src.W;
+  if (KK == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0) {
+    for (int64_t k = 0; k < kc; ++k) {
+      const int64_t channel = (k0 + k) * plane;
+      for (int64_t col = 0; col < nc; col += kNR) {
+        float* dst = out + col * kc + k * kNR;
+        const int64_t n = n0 + col, p = n % src.P, cols = std::min(kNR, nc - col);
+        const float* s = src.images + n / src.P * src.image_size + channel + p;
+        if (cols == kNR && p + kNR <= src.P) {  // the common case: 32 values in a row
+          _mm512_storeu_ps(dst, _mm512_loadu_ps(s));
+          _mm512_storeu_ps(dst + 16, _mm512_loadu_ps(s + 16));
+          continue;
+        }
+        _mm512_storeu_ps(dst, _mm512_setzero_ps());
+        _mm512_storeu_ps(dst + 16, _mm512_setzero_ps());
+        for (int64_t slot = 0; slot < cols;) {
+          const int64_t m = n + slot, pm = m % src.P, len = std::min(cols - slot, src.P - pm);
+          copy_run(src.images + m / src.P * src.image_size + channel + pm, 1, len, dst + slot);
+          slot += len;
+        }
+      }
+    }
+    return;
+  }
   struct Run {
+    const float* image;         // the run's image
     int64_t slot, len, oh, ow;  // panel columns [slot, slot + len) are output (oh, ow .. ow + len)
   };
   for (int64_t q = 0; q * kNR < nc; ++q) {
     Run runs[kNR];
     int nruns = 0;
-    const int64_t cols = std::min(kNR, nc - q * kNR), first = n0 + q * kNR;
-    for (int64_t slot = 0, oh = first / src.OW, ow = first % src.OW; slot < cols; ++oh, ow = 0) {
+    const int64_t cols = std::min(kNR, nc - q * kNR);
+    for (int64_t slot = 0; slot < cols;) {
+      const int64_t n = n0 + q * kNR + slot, p = n % src.P, oh = p / src.OW, ow = p % src.OW;
       const int64_t len = std::min(cols - slot, src.OW - ow);
-      runs[nruns++] = Run{slot, len, oh, ow};
+      runs[nruns++] = Run{src.images + n / src.P * src.image_size, slot, len, oh, ow};
       slot += len;
     }
     float* o = out + q * kNR * kc;
@@ -284,13 +324,13 @@ GA_TARGET_AVX512F inline void pack_conv_panels(const BSource& src, int64_t k0, i
       // Output columns whose input column lies inside the image: [ow_lo, ow_hi).
       const int64_t ow_lo = std::max<int64_t>(0, (g.pw - kj + g.sw - 1) / g.sw);
       const int64_t ow_hi = (src.W + g.pw - kj + g.sw - 1) / g.sw;
-      const float* channel = src.image + c * plane;
       for (int r = 0; r < nruns; ++r) {
         const Run& run = runs[r];
         const int64_t ih = run.oh * g.sh - g.ph + ki;
         const int64_t a = std::max(run.ow, ow_lo), b = std::min(run.ow + run.len, ow_hi);
         if (ih < 0 || ih >= src.H || a >= b) continue;
-        copy_run(channel + ih * src.W + a * g.sw - g.pw + kj, g.sw, b - a, dst + run.slot + (a - run.ow));
+        copy_run(run.image + c * plane + ih * src.W + a * g.sw - g.pw + kj, g.sw, b - a,
+                 dst + run.slot + (a - run.ow));
       }
       if (++kj == g.kw) {
         kj = 0;
@@ -305,7 +345,7 @@ GA_TARGET_AVX512F inline void pack_conv_panels(const BSource& src, int64_t k0, i
 
 /// Packs B's block k in [k0, k0 + kc), n in [n0, n0 + nc) as kNR-wide panels of B^T.
 inline void pack_b(const BSource& B, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* out) {
-  if (B.image) {
+  if (B.images) {
     pack_conv_panels(B, k0, kc, n0, nc, out);
     return;
   }
@@ -438,11 +478,68 @@ inline void pack_a(const Operand& A, const PackedA& pa, int64_t mp0, int64_t mp1
   }
 }
 
+/// Calls f(offset, p, slot, len) for each piece of the C columns [col, col + cols) that lies
+/// in one image: tile columns [slot, slot + len) are that image's columns [p, p + len), its
+/// block at `offset` floats from C's start.
+template <class F>
+inline void for_each_image_piece(int64_t per_image, int64_t image_stride, int64_t col, int64_t cols, const F& f) {
+  for (int64_t slot = 0; slot < cols;) {
+    const int64_t n = col + slot, p = n % per_image, len = std::min(cols - slot, per_image - p);
+    f(n / per_image * image_stride, p, slot, len);
+    slot += len;
+  }
+}
+
+/// Where C [M, N] lies: column n is column n % per_image of image n / per_image, whose
+/// [M, per_image] block (row stride ldc) starts image_stride floats after the previous
+/// image's. A plain matrix is one image (per_image = N). The epilogue's residual is laid out
+/// as C (its row stride Epilogue::ldr, the same image_stride).
+struct CLayout {
+  float* p;
+  int64_t ldc, per_image, image_stride;
+
+  static CLayout matrix(float* p, int64_t ldc, int64_t N) { return CLayout{p, ldc, N, 0}; }
+};
+
+/// A register tile whose columns span two or more images (C.per_image < N): computed into a
+/// contiguous copy (what is there gathered first when accumulating; the residual gathered
+/// too) with the same kernel and epilogue, so every value gets the same operations as in an
+/// unsplit tile, then scattered back.
+inline void run_split_tile(MicroKernel kernel, int64_t kc, const float* a, const float* b, const CLayout& C,
+                           int64_t m, int64_t rows, int64_t col, int64_t cols, bool accumulate, const Epilogue* e) {
+  alignas(64) float tile[kMR * kNR];
+  alignas(64) float residual[kMR * kNR];
+  auto gather = [&](const float* src, int64_t ld, float* dst) {
+    for_each_image_piece(C.per_image, C.image_stride, col, cols,
+                         [&](int64_t offset, int64_t p, int64_t slot, int64_t len) {
+                           for (int64_t r = 0; r < rows; ++r)
+                             std::memcpy(dst + r * kNR + slot, src + offset + (m + r) * ld + p,
+                                         size_t(len) * sizeof(float));
+                         });
+  };
+  if (accumulate) gather(C.p, C.ldc, tile);
+  TileEpilogue tile_epilogue{};
+  if (e) {
+    if (e->residual) gather(e->residual, e->ldr, residual);
+    tile_epilogue = TileEpilogue{e->row_bias ? e->row_bias + m : nullptr, e->col_bias ? e->col_bias + col : nullptr,
+                                 e->residual ? residual : nullptr, kNR, e->activation == Activation::Relu};
+  }
+  kernel(kc, a, b, kNR, tile, kNR, cols, accumulate, e ? &tile_epilogue : nullptr);
+  if (e && e->activation != Activation::None && e->activation != Activation::Relu)
+    for (int64_t r = 0; r < rows; ++r) detail::activate_row<float>(e->activation, tile + r * kNR, cols);
+  for_each_image_piece(C.per_image, C.image_stride, col, cols,
+                       [&](int64_t offset, int64_t p, int64_t slot, int64_t len) {
+                         for (int64_t r = 0; r < rows; ++r)
+                           std::memcpy(C.p + offset + (m + r) * C.ldc + p, tile + r * kNR + slot,
+                                       size_t(len) * sizeof(float));
+                       });
+}
+
 /// C rows [m0, m1) x columns [n0, n1) (m0 a multiple of kMR, n0 of kNR) on this thread, the
 /// epilogue applied as each tile gets its last k block; bbuf has room for a kKC x kNC block
 /// of B.
-inline void run_block(const PackedA& pa, const BSource& B, float* C, int64_t ldc, int64_t m0, int64_t m1,
-                      int64_t n0, int64_t n1, float* bbuf, const Epilogue& e) {
+inline void run_block(const PackedA& pa, const BSource& B, const CLayout& C, int64_t m0, int64_t m1, int64_t n0,
+                      int64_t n1, float* bbuf, const Epilogue& e) {
   if (m0 >= m1 || n0 >= n1) return;
   const int64_t K = pa.K;
   // A shallow product takes wider B blocks (as many bytes), so that C is written in long runs.
@@ -460,14 +557,21 @@ inline void run_block(const PackedA& pa, const BSource& B, float* C, int64_t ldc
         const bool last = k0 + kc == K && !e.empty();
         for (int64_t n = 0; n < nc; n += kNR) {
           const int64_t cols = std::min(kNR, nc - n), col = nb + n;
-          float* c = C + m * ldc + col;
-          const TileEpilogue tile{e.row_bias ? e.row_bias + m : nullptr, e.col_bias ? e.col_bias + col : nullptr,
-                                  e.residual ? e.residual + m * e.ldr + col : nullptr, e.ldr,
-                                  e.activation == Activation::Relu};
-          (cols > 16 ? full : half)(kc, a, bbuf + n * kc, kNR, c, ldc, cols, k0 > 0, last ? &tile : nullptr);
-          // Other activations on the tile just stored, while it is in L1.
-          if (last && e.activation != Activation::None && e.activation != Activation::Relu)
-            for (int64_t r = 0; r < rows; ++r) detail::activate_row<float>(e.activation, c + r * ldc, cols);
+          const MicroKernel kernel = cols > 16 ? full : half;
+          const float* b = bbuf + n * kc;
+          const int64_t p = col % C.per_image, image_offset = col / C.per_image * C.image_stride;
+          if (p + cols <= C.per_image) {  // the tile lies in one image
+            float* c = C.p + image_offset + m * C.ldc + p;
+            const TileEpilogue tile{e.row_bias ? e.row_bias + m : nullptr, e.col_bias ? e.col_bias + col : nullptr,
+                                    e.residual ? e.residual + image_offset + m * e.ldr + p : nullptr, e.ldr,
+                                    e.activation == Activation::Relu};
+            kernel(kc, a, b, kNR, c, C.ldc, cols, k0 > 0, last ? &tile : nullptr);
+            // Other activations on the tile just stored, while it is in L1.
+            if (last && e.activation != Activation::None && e.activation != Activation::Relu)
+              for (int64_t r = 0; r < rows; ++r) detail::activate_row<float>(e.activation, c + r * C.ldc, cols);
+          } else {
+            run_split_tile(kernel, kc, a, b, C, m, rows, col, cols, k0 > 0, last ? &e : nullptr);
+          }
         }
       }
     }
@@ -497,9 +601,10 @@ inline void choose_grid(int64_t M, int64_t N, int threads, int& tm, int& tn) {
   }
 }
 
-/// C [M, N] (row stride ldc) = epilogue(A [M, K] @ B [K, N]) on `threads` threads, K = pa.K >= 1.
-/// pa has room for A packed; pack false means A is already there (a weight shared by a batch).
-inline void gemm(const Operand& A, const BSource& B, float* C, int64_t ldc, int64_t M, int64_t N, const PackedA& pa,
+/// C [M, N] (laid out as `C` says) = epilogue(A [M, K] @ B [K, N]) on `threads` threads,
+/// K = pa.K >= 1. pa has room for A packed; pack false means A is already there (a weight
+/// shared by a batch).
+inline void gemm(const Operand& A, const BSource& B, const CLayout& C, int64_t M, int64_t N, const PackedA& pa,
                  bool pack, int threads, const Epilogue& e) {
   constexpr int kMaxThreads = 256;
   threads = std::max(1, std::min(threads, kMaxThreads));
@@ -509,7 +614,7 @@ inline void gemm(const Operand& A, const BSource& B, float* C, int64_t ldc, int6
   const int64_t MP = (M + kMR - 1) / kMR, NP = (N + kNR - 1) / kNR;
   auto work = [&](int tid, float* bbuf) {
     const int64_t im = tid / tn, in = tid % tn;
-    run_block(pa, B, C, ldc, MP * im / tm * kMR, std::min(M, MP * (im + 1) / tm * kMR), NP * in / tn * kNR,
+    run_block(pa, B, C, MP * im / tm * kMR, std::min(M, MP * (im + 1) / tm * kMR), NP * in / tn * kNR,
               std::min(N, NP * (in + 1) / tn * kNR), bbuf, e);
   };
   const size_t bbytes = size_t(kKC * kNC) * sizeof(float);
@@ -556,7 +661,7 @@ inline void batched_gemm(int64_t Bt, int64_t M, int64_t N, int64_t K, const AOf&
                     residual ? residual + i * M * N : nullptr, N, epilogue.activation};
   };
   auto run = [&](int64_t i, const PackedA& pa, bool pack, int threads) {
-    gemm(a_of(i), b_of(i), cp + i * M * N, N, M, N, pa, pack, threads, epilogue_of(i));
+    gemm(a_of(i), b_of(i), CLayout::matrix(cp + i * M * N, N, N), M, N, pa, pack, threads, epilogue_of(i));
   };
   const size_t abytes = packed_a_floats(M, K) * sizeof(float);
   const double flops = 2.0 * double(M) * double(N) * double(K);
@@ -603,8 +708,9 @@ inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const Ma
 
 /// The implicit-GEMM convolution: out[i] = epilogue(w @ im2col(x[i])) for x [Bt, C, H, W]
 /// contiguous f32, w [O, C*kh*kw] f32 (any strides), out [Bt, O, OH*OW] contiguous f32
-/// (window g; see backend::Backend::conv2d), with im2col's columns packed straight from
-/// the image.
+/// (window g; see backend::Backend::conv2d; a bias is one per output channel), as one
+/// product w @ [im2col(x[0]) ... im2col(x[Bt-1])] whose columns are packed straight from the
+/// images: the weight is packed once and a tile may span two images.
 inline void conv2d(const Tensor& x, const Tensor& w, const Window2d& g, const Tensor& out,
                    const MatmulEpilogue& epilogue = {}) {
   const int64_t Bt = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -612,14 +718,25 @@ inline void conv2d(const Tensor& x, const Tensor& w, const Window2d& g, const Te
   if (out.numel() == 0) return;
   GA_CHECK(K == C * g.kh * g.kw && K >= 1, ShapeError, "conv2d: weight ", shape_str(w.shape()), " does not hold ", C,
            " channels of a ", g.kh, "x", g.kw, " window");
+  GA_CHECK(!epilogue.bias.defined() || epilogue.bias_per_row, ShapeError,
+           "conv2d: the epilogue bias must be one per output channel (bias_per_row)");
   detail::check_epilogue("conv2d", out, epilogue);
-  const float* xp = static_cast<const float*>(x.raw_data());
-  const float* wp = static_cast<const float*>(w.raw_data());
-  const Operand A{wp, w.strides()[0], w.strides()[1]};
-  batched_gemm(
-      Bt, O, P, K, [&](int64_t) { return A; }, true,
-      [&](int64_t i) { return BSource::conv(xp + i * C * H * W, H, W, g); }, static_cast<float*>(out.raw_data()),
-      epilogue);
+  const float* bias = epilogue.bias.defined() ? static_cast<const float*>(epilogue.bias.raw_data()) : nullptr;
+  const float* residual =
+      epilogue.residual.defined() ? static_cast<const float*>(epilogue.residual.raw_data()) : nullptr;
+  const Epilogue e{bias, nullptr, residual, P, epilogue.activation};
+  int threads = get_num_threads();
+#ifdef _OPENMP
+  if (omp_in_parallel()) threads = 1;
+#endif
+  const int64_t N = Bt * P;
+  // Small products gain nothing from a second thread.
+  if (2.0 * double(O) * double(N) * double(K) < 2e6) threads = 1;
+  auto apack = HostBlockCache::instance().allocate(packed_a_floats(O, K) * sizeof(float));
+  const PackedA pa{static_cast<float*>(apack->data()), O, K, (O + kMR - 1) / kMR * kMR};
+  const Operand A{static_cast<const float*>(w.raw_data()), w.strides()[0], w.strides()[1]};
+  gemm(A, BSource::conv(static_cast<const float*>(x.raw_data()), C, H, W, g),
+       CLayout{static_cast<float*>(out.raw_data()), P, P, O * P}, O, N, pa, true, threads, e);
 }
 
 }  // namespace ga::backend::cpu::f32_gemm
