@@ -15,11 +15,14 @@
 // The image towers against their ceiling, robust to the machine's drift (no Google Benchmark):
 //
 //   bench_clip ceiling [--models ViT-B/32,RN50] [--batches 1,16] [--rounds 9]
-//                      [--pass-seconds 1.0] [--out FILE.json]
+//                      [--pass-seconds 1.0] [--ceiling-weights cached,streamed] [--out FILE.json]
 //
-// times, per model and batch, a tower pass and a ceiling pass (every GEMM shape, ours and
-// OpenBLAS) alternately, back to back (run_ceiling below); one line per round on stdout, the
-// per-round times as JSON in FILE (else on stdout).
+// times, per model and batch, a tower pass and the ceiling passes (every GEMM shape, ours and
+// OpenBLAS) alternately, back to back (ceiling_case below); one line per round on stdout, the
+// per-round times as JSON in FILE (else on stdout). Two kinds of ceiling pass, both by default:
+// "cached" repeats each shape on one weight, which then sits in cache; "streamed" runs the
+// tower's products in forward order, each on a distinct weight read once per pass, as a
+// forward pass reads them (this holds one forward's weights twice: ours and OpenBLAS's).
 // Normally run by bench/run_clip_bench.sh together with the PyTorch peer.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
@@ -143,54 +146,72 @@ void set_gemm_counters(benchmark::State& st, const Gemm& g) {
 }
 
 /// The operands of one matrix product, made once, and the product computed by ours
-/// (ga::linear / ga::matmul, as the towers call them) or by OpenBLAS's sgemm.
+/// (ga::linear / ga::matmul, as the towers call them) or by OpenBLAS's sgemm. With copies > 1
+/// the weight operand (Linear: w [N, K]; Conv: w [M, K]) exists `copies` times, distinct
+/// allocations, and the call names the copy; the activation operand is shared. Attn products
+/// have no weight (both operands are activations) and keep one copy.
 class GemmOperands {
  public:
-  explicit GemmOperands(const Gemm& g) : g_(g) {
+  explicit GemmOperands(const Gemm& g, int64_t copies = 1) : g_(g) {
+    if (g.kind == GemmKind::Attn) copies = 1;
+    GA_CHECK(copies >= 1, ga::ValueError, "GemmOperands: copies >= 1, got ", copies);
     ga::Generator gen(11);
     if (g.kind == GemmKind::Linear) {  // as ga::linear calls it: the weight used transposed in place
-      a_ = ga::randn({g.M, g.K}, gen);
-      b_ = ga::randn({g.N, g.K}, gen);
+      x_ = ga::randn({g.M, g.K}, gen);
+      for (int64_t c = 0; c < copies; ++c) w_.push_back(ga::randn({g.N, g.K}, gen));
     } else if (g.kind == GemmKind::Conv) {
-      a_ = ga::randn({g.M, g.K}, gen);
-      b_ = ga::randn({g.K, g.N}, gen);
+      for (int64_t c = 0; c < copies; ++c) w_.push_back(ga::randn({g.M, g.K}, gen));
+      x_ = ga::randn({g.K, g.N}, gen);
     } else {  // per-head products, batched; b given as a transposed view like q @ k^T
-      a_ = ga::randn({g.batch, g.M, g.K}, gen);
-      b_ = ga::randn({g.batch, g.N, g.K}, gen).transpose(1, 2);
+      x_ = ga::randn({g.batch, g.M, g.K}, gen);
+      w_.push_back(ga::randn({g.batch, g.N, g.K}, gen).transpose(1, 2));
     }
-    A_.assign(size_t(g.batch * g.M * g.K), 0.5f);
-    B_.assign(size_t(g.batch * g.K * g.N), 0.25f);
+    const size_t a_size = size_t(g.batch * g.M * g.K), b_size = size_t(g.batch * g.K * g.N);
+    const bool weight_is_a = g.kind == GemmKind::Conv;
+    X_.assign(weight_is_a ? b_size : a_size, weight_is_a ? 0.25f : 0.5f);
+    W_.resize(size_t(copies));
+    for (auto& w : W_) w.assign(weight_is_a ? a_size : b_size, weight_is_a ? 0.5f : 0.25f);
     C_.assign(size_t(g.batch * g.M * g.N), 0.0f);
   }
 
-  void ours() const {
-    ga::NoGradGuard ng;
-    if (g_.kind == GemmKind::Linear)
-      benchmark::DoNotOptimize(ga::linear(a_, b_).raw_data());
-    else
-      benchmark::DoNotOptimize(ga::matmul(a_, b_).raw_data());
+  int64_t copies() const { return int64_t(w_.size()); }
+  /// Bytes of one weight operand (0 for Attn, which has none).
+  double weight_bytes() const {
+    return g_.kind == GemmKind::Attn ? 0.0 : double(W_[0].size() * sizeof(float));
   }
 
-  void openblas() {
+  void ours(size_t copy = 0) const {
+    ga::NoGradGuard ng;
+    const ga::Tensor& w = w_[copy];
+    if (g_.kind == GemmKind::Linear)
+      benchmark::DoNotOptimize(ga::linear(x_, w).raw_data());
+    else if (g_.kind == GemmKind::Conv)
+      benchmark::DoNotOptimize(ga::matmul(w, x_).raw_data());
+    else
+      benchmark::DoNotOptimize(ga::matmul(x_, w).raw_data());
+  }
+
+  void openblas(size_t copy = 0) {
     const int M = int(g_.M), K = int(g_.K), N = int(g_.N);
+    const float* W = W_[copy].data();
     if (g_.kind == GemmKind::Linear) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A_.data(), K, B_.data(), K, 0.0f, C_.data(),
-                  N);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, X_.data(), K, W, K, 0.0f, C_.data(), N);
     } else if (g_.kind == GemmKind::Conv) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A_.data(), K, B_.data(), N, 0.0f,
-                  C_.data(), N);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, W, K, X_.data(), N, 0.0f, C_.data(), N);
     } else {
       for (int64_t i = 0; i < g_.batch; ++i)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A_.data() + i * M * K, K,
-                    B_.data() + i * K * N, K, 0.0f, C_.data() + i * M * N, N);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, X_.data() + i * M * K, K,
+                    W + i * K * N, K, 0.0f, C_.data() + i * M * N, N);
     }
     benchmark::DoNotOptimize(C_.data());
   }
 
  private:
   Gemm g_;
-  ga::Tensor a_, b_;
-  std::vector<float> A_, B_, C_;
+  ga::Tensor x_;               // the activation operand (Attn: the left one)
+  std::vector<ga::Tensor> w_;  // the weight copies (Attn: the right operand, one)
+  std::vector<float> X_, C_;   // OpenBLAS's operands, constant-filled
+  std::vector<std::vector<float>> W_;
 };
 
 void bench_gemm_ga(benchmark::State& st, Gemm g) {
@@ -221,10 +242,12 @@ void register_gemms(const std::string& tower, const std::vector<Gemm>& gemms, do
 // The machine's speed drifts by 5-45% over minutes, so a tower timed in one phase and its
 // GEMMs timed in another give a fraction that moves with the drift. Here they are timed back
 // to back, alternately: T0 C0 T1 C1 ... C(R-1) T(R), where T is a tower pass (encode_image,
-// tower_reps forwards) and C a ceiling pass (every GEMM shape of the tower, count x gemm_reps
-// calls each, ours then OpenBLAS's). Round r pairs C(r) with the mean of T(r) and T(r+1), the
-// tower passes just before and after it; bench/clip_report.py takes the fraction per round
-// and reports the median, min and max.
+// tower_reps forwards) and C the ceiling passes of a round: with weights cached (every GEMM
+// shape of the tower, count x gemm_reps calls each on one weight, ours then OpenBLAS's), then
+// with weights streamed (gemm_streamed_reps times the tower's products in forward order, each
+// call on its own weight; all of ours, then all of OpenBLAS's). Round r pairs each of C(r)'s
+// passes with the mean of T(r) and T(r+1), the tower passes just before and after it;
+// bench/clip_report.py takes the fraction per round and reports the median, min and max.
 
 using Clock = std::chrono::steady_clock;
 
@@ -239,6 +262,8 @@ struct CeilingOptions {
   std::vector<int64_t> batches = {1, 16};
   int rounds = 9;
   double pass_seconds = 1.0;  // target length of one tower pass and of one ceiling pass
+  bool cached = true;         // the ceiling pass with each shape's weight in cache
+  bool streamed = true;       // the ceiling pass with distinct weights, in forward order
   std::string out;
 };
 
@@ -273,6 +298,16 @@ CeilingOptions parse_ceiling_options(int argc, char** argv) {
       o.rounds = std::stoi(v);
     } else if (a == "--pass-seconds") {
       o.pass_seconds = std::stod(v);
+    } else if (a == "--ceiling-weights") {
+      o.cached = o.streamed = false;
+      for (const auto& w : split_commas(v)) {
+        if (w == "cached")
+          o.cached = true;
+        else if (w == "streamed")
+          o.streamed = true;
+        else
+          throw ga::ValueError("bench_clip ceiling: --ceiling-weights takes cached and/or streamed, got " + w);
+      }
     } else if (a == "--out") {
       o.out = v;
     } else {
@@ -280,7 +315,26 @@ CeilingOptions parse_ceiling_options(int argc, char** argv) {
     }
   }
   GA_CHECK(o.rounds >= 1 && o.pass_seconds > 0, ga::ValueError, "bench_clip ceiling: --rounds >= 1, --pass-seconds > 0");
+  GA_CHECK(o.cached || o.streamed, ga::ValueError, "bench_clip ceiling: --ceiling-weights names no pass");
   return o;
+}
+
+/// Seconds per forward of a tower's GEMMs from one ceiling pass's seconds per call: at the
+/// ceiling (the faster of ours and OpenBLAS at each shape), ours only, OpenBLAS only.
+struct CeilingSum {
+  double best = 0, ours = 0, blas = 0;
+};
+
+CeilingSum sum_ceiling(const std::vector<Gemm>& gemms, const std::vector<double>& ours,
+                       const std::vector<double>& blas) {
+  CeilingSum c;
+  for (size_t i = 0; i < gemms.size(); ++i) {
+    const double n = double(gemms[i].count);
+    c.best += n * std::min(ours[i], blas[i]);
+    c.ours += n * ours[i];
+    c.blas += n * blas[i];
+  }
+  return c;
 }
 
 ga::io::Json ceiling_case(const std::string& name, int64_t batch, const CeilingOptions& o) {
@@ -290,9 +344,15 @@ ga::io::Json ceiling_case(const std::string& name, int64_t batch, const CeilingO
   const int64_t R = s.cfg.image_resolution;
   const ga::Tensor x = ga::randn({batch, 3, R, R}, g);
   const std::vector<Gemm> gemms = image_gemms(s.cfg, batch);
+  // With the streamed pass, each shape holds `count` distinct weights (one forward's worth,
+  // for ours and again for OpenBLAS); the cached pass uses the first.
   std::vector<GemmOperands> ops;
   ops.reserve(gemms.size());
-  for (const Gemm& gm : gemms) ops.emplace_back(gm);
+  double weight_bytes = 0;
+  for (const Gemm& gm : gemms) {
+    ops.emplace_back(gm, o.streamed ? gm.count : 1);
+    weight_bytes += ops.back().weight_bytes() * double(gm.count);
+  }
 
   // Seconds per forward over `reps` forwards.
   auto tower_pass = [&](int64_t reps) {
@@ -300,8 +360,9 @@ ga::io::Json ceiling_case(const std::string& name, int64_t batch, const CeilingO
     for (int64_t i = 0; i < reps; ++i) benchmark::DoNotOptimize(m.encode_image(x).raw_data());
     return since(t0) / double(reps);
   };
-  // Seconds per call of each shape, ours and OpenBLAS, each shape run count x reps times.
-  auto ceiling_pass = [&](int64_t reps, std::vector<double>& ours, std::vector<double>& blas) {
+  // Weights in cache: seconds per call of each shape, ours and OpenBLAS, each shape run
+  // count x reps times in a row on one weight, which then sits in cache.
+  auto cached_pass = [&](int64_t reps, std::vector<double>& ours, std::vector<double>& blas) {
     ours.assign(gemms.size(), 0);
     blas.assign(gemms.size(), 0);
     for (size_t i = 0; i < gemms.size(); ++i) {
@@ -314,17 +375,46 @@ ga::io::Json ceiling_case(const std::string& name, int64_t batch, const CeilingO
       blas[i] = since(t0) / double(n);
     }
   };
+  // Weights streamed: the tower's products in forward order (shape by shape, each shape's
+  // count calls in a row), every call on its own weight, as a forward pass reads them: each
+  // weight is touched once per pass. `reps` such passes of ours, then `reps` of OpenBLAS.
+  auto streamed_pass = [&](int64_t reps, std::vector<double>& ours, std::vector<double>& blas) {
+    ours.assign(gemms.size(), 0);
+    blas.assign(gemms.size(), 0);
+    for (int64_t r = 0; r < reps; ++r)
+      for (size_t i = 0; i < gemms.size(); ++i) {
+        const auto t0 = Clock::now();
+        for (int64_t c = 0; c < gemms[i].count; ++c) ops[i].ours(size_t(std::min(c, ops[i].copies() - 1)));
+        ours[i] += since(t0);
+      }
+    for (int64_t r = 0; r < reps; ++r)
+      for (size_t i = 0; i < gemms.size(); ++i) {
+        const auto t0 = Clock::now();
+        for (int64_t c = 0; c < gemms[i].count; ++c) ops[i].openblas(size_t(std::min(c, ops[i].copies() - 1)));
+        blas[i] += since(t0);
+      }
+    for (size_t i = 0; i < gemms.size(); ++i) {
+      ours[i] /= double(gemms[i].count * reps);
+      blas[i] /= double(gemms[i].count * reps);
+    }
+  };
 
   // Warm-up (untimed), then one pass of each to size the passes to about pass_seconds.
   require_finite(m.encode_image(x), name + " encode_image");
-  std::vector<double> ours, blas;
-  ceiling_pass(1, ours, blas);
+  std::vector<double> ours, blas, ours_st, blas_st;
+  if (o.cached) cached_pass(1, ours, blas);
+  if (o.streamed) streamed_pass(1, ours_st, blas_st);
   const double t_tower = tower_pass(1);
-  const auto t_calib = Clock::now();
-  ceiling_pass(1, ours, blas);
-  const double t_ceiling_pass = since(t_calib);
+  auto time_pass = [&](auto&& pass, std::vector<double>& a, std::vector<double>& b) {
+    const auto t0 = Clock::now();
+    pass(1, a, b);
+    return since(t0);
+  };
   const int64_t tower_reps = std::max<int64_t>(1, std::llround(o.pass_seconds / t_tower));
-  const int64_t gemm_reps = std::max<int64_t>(1, std::llround(o.pass_seconds / t_ceiling_pass));
+  const int64_t gemm_reps =
+      o.cached ? std::max<int64_t>(1, std::llround(o.pass_seconds / time_pass(cached_pass, ours, blas))) : 0;
+  const int64_t streamed_reps =
+      o.streamed ? std::max<int64_t>(1, std::llround(o.pass_seconds / time_pass(streamed_pass, ours_st, blas_st))) : 0;
 
   ga::io::Json shapes = ga::io::Json::array();
   double gemm_flop = 0;
@@ -342,6 +432,25 @@ ga::io::Json ceiling_case(const std::string& name, int64_t batch, const CeilingO
     gemm_flop += gm.flops() * double(gm.count);
   }
 
+  // "weights cached: GEMMs at the ceiling ... = x% of the ceiling" for one pass's times.
+  auto describe = [&](const char* what, const std::vector<double>& so, const std::vector<double>& sb,
+                      double tower_gflops) {
+    const CeilingSum c = sum_ceiling(gemms, so, sb);
+    const double ceil_gflops = gemm_flop * 1e-9 / c.best;
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "weights %s: GEMMs at the ceiling %.1f ms (ours %.1f, OpenBLAS %.1f): %.1f of %.1f GFLOP/s "
+                  "= %.1f%% of the ceiling",
+                  what, 1e3 * c.best, 1e3 * c.ours, 1e3 * c.blas, tower_gflops, ceil_gflops,
+                  100 * tower_gflops / ceil_gflops);
+    return std::string(buf);
+  };
+  auto json_array = [](const std::vector<double>& v) {
+    ga::io::Json a = ga::io::Json::array();
+    for (double d : v) a.push_back(d);
+    return a;
+  };
+
   const auto start = Clock::now();
   ga::io::Json tower_s = ga::io::Json::array(), tower_at = ga::io::Json::array(), rounds = ga::io::Json::array();
   double prev_tower = 0;
@@ -349,35 +458,31 @@ ga::io::Json ceiling_case(const std::string& name, int64_t batch, const CeilingO
     tower_at.push_back(since(start));
     const double t = tower_pass(tower_reps);
     tower_s.push_back(t);
-    if (r > 0) {  // round r-1: its ceiling pass between this tower pass and the previous one
-      double c_best = 0, c_ours = 0, c_blas = 0;
-      for (size_t i = 0; i < gemms.size(); ++i) {
-        const double n = double(gemms[i].count);
-        c_best += n * std::min(ours[i], blas[i]);
-        c_ours += n * ours[i];
-        c_blas += n * blas[i];
-      }
+    if (r > 0) {  // round r-1: its ceiling passes between this tower pass and the previous one
       const double tower_gflops = double(batch) * s.image_gflops / (0.5 * (prev_tower + t));
-      const double ceil_gflops = gemm_flop * 1e-9 / c_best;
-      std::printf("%s batch %lld round %d: tower %.1f ms (passes %.1f, %.1f), GEMMs at the ceiling %.1f ms "
-                  "(ours %.1f, OpenBLAS %.1f): %.1f of %.1f GFLOP/s = %.1f%% of the ceiling\n",
-                  name.c_str(), static_cast<long long>(batch), r - 1, 500 * (prev_tower + t), 1e3 * prev_tower,
-                  1e3 * t, 1e3 * c_best, 1e3 * c_ours, 1e3 * c_blas, tower_gflops, ceil_gflops,
-                  100 * tower_gflops / ceil_gflops);
+      std::string line;
+      if (o.cached) line += "; " + describe("cached", ours, blas, tower_gflops);
+      if (o.streamed) line += "; " + describe("streamed", ours_st, blas_st, tower_gflops);
+      std::printf("%s batch %lld round %d: tower %.1f ms (passes %.1f, %.1f)%s\n", name.c_str(),
+                  static_cast<long long>(batch), r - 1, 500 * (prev_tower + t), 1e3 * prev_tower, 1e3 * t,
+                  line.c_str());
       std::fflush(stdout);
     }
     prev_tower = t;
     if (r == o.rounds) break;
     ga::io::Json round = ga::io::Json::object();
     round.set("at", since(start));
-    ceiling_pass(gemm_reps, ours, blas);
-    ga::io::Json jo = ga::io::Json::array(), jb = ga::io::Json::array();
-    for (size_t i = 0; i < gemms.size(); ++i) {
-      jo.push_back(ours[i]);
-      jb.push_back(blas[i]);
+    if (o.cached) {
+      cached_pass(gemm_reps, ours, blas);
+      round.set("ga_s", json_array(ours));
+      round.set("openblas_s", json_array(blas));
     }
-    round.set("ga_s", std::move(jo));
-    round.set("openblas_s", std::move(jb));
+    if (o.streamed) {
+      round.set("streamed_at", since(start));
+      streamed_pass(streamed_reps, ours_st, blas_st);
+      round.set("ga_streamed_s", json_array(ours_st));
+      round.set("openblas_streamed_s", json_array(blas_st));
+    }
     rounds.push_back(std::move(round));
   }
 
@@ -386,8 +491,10 @@ ga::io::Json ceiling_case(const std::string& name, int64_t batch, const CeilingO
   c.set("batch", batch);
   c.set("nominal_gflop_per_image", s.image_gflops);
   c.set("gemm_gflop_per_forward", gemm_flop * 1e-9);
+  c.set("weight_mb_per_forward", weight_bytes * 1e-6);
   c.set("tower_reps", tower_reps);
-  c.set("gemm_reps", gemm_reps);
+  if (o.cached) c.set("gemm_reps", gemm_reps);
+  if (o.streamed) c.set("gemm_streamed_reps", streamed_reps);
   c.set("shapes", std::move(shapes));
   c.set("tower_s", std::move(tower_s));
   c.set("tower_at", std::move(tower_at));
@@ -406,6 +513,10 @@ int run_ceiling(int argc, char** argv) {
   j.set("threads", int64_t(bench_threads()));
   j.set("rounds", int64_t(o.rounds));
   j.set("pass_seconds", o.pass_seconds);
+  ga::io::Json weights = ga::io::Json::array();
+  if (o.cached) weights.push_back("cached");
+  if (o.streamed) weights.push_back("streamed");
+  j.set("ceiling_weights", std::move(weights));
   j.set("cases", std::move(cases));
   if (o.out.empty()) {
     std::printf("%s\n", j.dump().c_str());
