@@ -4,9 +4,10 @@
 # our side (bench_clip, bench_clip_tool), and writes the comparison and the goals' pass/miss
 # to OUT/report.md (also printed). The image towers' fraction of the GEMM ceiling (ViT-B/32,
 # RN50, batch 1 and 16) is measured interleaved, so that the VM's drift over minutes cancels:
-# `bench_clip ceiling` alternates a tower pass and a pass over the tower's GEMM shapes (ours
-# and OpenBLAS), back to back, for several rounds; the report gives the median per-round
-# fraction and its min and max (bench/clip_report.py says how).
+# `bench_clip ceiling` alternates a tower pass and two passes over the tower's GEMM shapes
+# (ours and OpenBLAS; each weight kept in cache, and each weight distinct and read once, as a
+# forward pass reads them), back to back, for several rounds; the report gives the median
+# per-round fraction of each ceiling and its min and max (bench/clip_report.py says how).
 #
 #   bench/run_clip_bench.sh [--build DIR] [--out DIR] [--models LIST] [--quick] [--no-build]
 #

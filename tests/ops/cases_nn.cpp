@@ -363,7 +363,9 @@ GA_OP_CASE([] {
   c.shapes = {qkv({2, 3, 4}, {2, 5, 4}, {2, 5, 6}), qkv({3, 4}, {5, 4}, {5, 2}),
               qkv({2, 2, 3, 4}, {2, 2, 5, 4}, {2, 2, 5, 3}), qkv({2, 3, 4}, {5, 4}, {5, 2}),
               qkv({1, 1, 1}, {1, 1, 1}, {1, 1, 1}), qkv({2, 3, 4}, {2, 0, 4}, {2, 0, 3}),
-              qkv({2, 0, 4}, {2, 5, 4}, {2, 5, 3}), qkv({2, 3, 0}, {2, 4, 0}, {2, 4, 2})};
+              qkv({2, 0, 4}, {2, 5, 4}, {2, 5, 3}), qkv({2, 3, 0}, {2, 4, 0}, {2, 4, 2}),
+              // Forward only: two 64-key panels of scores, two 64-column blocks of p @ v.
+              {I::f({2, 9, 20}).no_grad(), I::f({2, 70, 20}).no_grad(), I::f({2, 70, 70}).no_grad()}};
   c.fn = [](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2]); };
   c.reference = [](const std::vector<Ref>& x) { return ref_attention(x, MaskKind::None, false, NAN); };
   return c;
@@ -425,7 +427,8 @@ GA_OP_CASE([] {
 GA_OP_CASE([] {
   OpCase c = sdpa_case("causal attention (L = S, L < S, L > S)");
   c.shapes = {qkv({1, 4, 3}, {1, 4, 3}, {1, 4, 2}), qkv({2, 3, 2}, {2, 5, 2}, {2, 5, 2}),
-              qkv({5, 2}, {3, 2}, {3, 3}), qkv({2, 2, 1, 4}, {2, 2, 1, 4}, {2, 2, 1, 4})};
+              qkv({5, 2}, {3, 2}, {3, 3}), qkv({2, 2, 1, 4}, {2, 2, 1, 4}, {2, 2, 1, 4}),
+              {I::f({1, 77, 17}).no_grad(), I::f({1, 77, 17}).no_grad(), I::f({1, 77, 66}).no_grad()}};
   c.fn = [](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2], Tensor(), true); };
   c.reference = [](const std::vector<Ref>& x) { return ref_attention(x, MaskKind::None, true, NAN); };
   return c;
