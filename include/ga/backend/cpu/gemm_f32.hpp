@@ -261,6 +261,19 @@ GA_TARGET_AVX512F inline void copy_run(const float* src, int64_t step, int64_t n
   }
 }
 
+/// Calls f(offset, p, slot, len) for each piece of the batch columns [col, col + cols) (images
+/// of per_image columns side by side, image_stride floats apart) that lies in one image:
+/// columns [col + slot, col + slot + len) are that image's columns [p, p + len), the image at
+/// `offset` floats from the first.
+template <class F>
+inline void for_each_image_piece(int64_t per_image, int64_t image_stride, int64_t col, int64_t cols, const F& f) {
+  for (int64_t slot = 0; slot < cols;) {
+    const int64_t n = col + slot, p = n % per_image, len = std::min(cols - slot, per_image - p);
+    f(n / per_image * image_stride, p, slot, len);
+    slot += len;
+  }
+}
+
 /// Packs rows k in [k0, k0 + kc) and columns n in [n0, n0 + nc) of a convolution's
 /// implicit B (src.images set) as pack_panels packs B^T: kNR-wide k-major panels, columns
 /// past nc zero.
@@ -292,11 +305,10 @@ GA_TARGET_AVX512F inline void pack_conv_panels(const BSource& src, int64_t k0, i
         }
         _mm512_storeu_ps(dst, _mm512_setzero_ps());
         _mm512_storeu_ps(dst + 16, _mm512_setzero_ps());
-        for (int64_t slot = 0; slot < cols;) {
-          const int64_t m = n + slot, pm = m % src.P, len = std::min(cols - slot, src.P - pm);
-          copy_run(src.images + m / src.P * src.image_size + channel + pm, 1, len, dst + slot);
-          slot += len;
-        }
+        for_each_image_piece(src.P, src.image_size, n, cols,
+                             [&](int64_t offset, int64_t pp, int64_t slot, int64_t len) {
+                               copy_run(src.images + offset + channel + pp, 1, len, dst + slot);
+                             });
       }
     }
     return;
@@ -475,18 +487,6 @@ inline void pack_a(const Operand& A, const PackedA& pa, int64_t mp0, int64_t mp1
     const int64_t kc = std::min(kKC, pa.K - k0);
     const Operand src{A.p + mp0 * kMR * A.rs + k0 * A.cs, A.rs, A.cs};
     pack_panels(src, std::min(pa.M, mp1 * kMR) - mp0 * kMR, kc, kMR, const_cast<float*>(pa.panel(k0 / kKC, mp0)));
-  }
-}
-
-/// Calls f(offset, p, slot, len) for each piece of the C columns [col, col + cols) that lies
-/// in one image: tile columns [slot, slot + len) are that image's columns [p, p + len), its
-/// block at `offset` floats from C's start.
-template <class F>
-inline void for_each_image_piece(int64_t per_image, int64_t image_stride, int64_t col, int64_t cols, const F& f) {
-  for (int64_t slot = 0; slot < cols;) {
-    const int64_t n = col + slot, p = n % per_image, len = std::min(cols - slot, per_image - p);
-    f(n / per_image * image_stride, p, slot, len);
-    slot += len;
   }
 }
 
