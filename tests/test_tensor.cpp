@@ -696,6 +696,28 @@ TEST_CASE("tensor: reshape copies only when it must; view() never copies") {
   Tensor odd = x.narrow(0, 1, 1);
   CHECK(odd.is_contiguous());
   CHECK(odd.view({12}).to_vector<float>()[0] == 12.0f);
+
+  // Non-contiguous tensors are viewed where each group of dims that lie back to back is
+  // regrouped on its own, and copied otherwise; the values are those of the logical order.
+  Tensor wide = iota_f32({2, 3, 12});
+  Tensor heads = wide.narrow(2, 4, 4).reshape({2, 3, 2, 2});  // a q / k / v slice split into heads
+  CHECK(heads.shares_storage_with(wide));
+  {
+    std::vector<float> ref;
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 3; ++j)
+        for (int c = 4; c < 8; ++c) ref.push_back(float(36 * i + 12 * j + c));
+    CHECK(heads.to_vector<float>() == ref);
+    CHECK(heads.view({6, 4}).to_vector<float>() == ref);  // the split is undone the same way
+  }
+  Tensor split = xt.reshape({2, 2, 3, 1, 2});  // splits xt's first dim (stride 1) and adds a 1
+  CHECK(split.shares_storage_with(x));
+  CHECK(split.to_vector<float>() == rc.to_vector<float>());
+  Tensor cols = x.narrow(2, 0, 2);  // [2, 3, 2]: its last two dims are not back to back
+  Tensor flat = cols.reshape({2, 6});
+  CHECK_FALSE(flat.shares_storage_with(x));
+  CHECK(flat.to_vector<float>() == std::vector<float>{0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21});
+  expect_error<ShapeError>("view of a non-viewable slice", [&] { cols.view({2, 6}); }, {"view", "[2, 3, 2]"});
 }
 
 TEST_CASE("tensor: contiguous, clone and detach") {

@@ -58,19 +58,67 @@ inline Tensor Tensor::clone() const {
                           [](const Tensor& g, const std::vector<bool>&) { return std::vector<Tensor>{g}; });
 }
 
+namespace ops {
+/// Strides under which `shape` / `strides` reads as `to` (same numel) without moving an
+/// element, or false when no such strides exist. Each run of dims that lie back to back in
+/// memory (each dim's stride is the run's innermost stride times the sizes inside it; dims
+/// of size 1 join any run) can be regrouped freely, so `to` must regroup each run on its
+/// own: for example [N, L, 3D] narrowed to its first D columns still splits into
+/// [N, L, H, D / H].
+inline bool view_strides(const Shape& shape, const Shape& strides, const Shape& to, Shape& out) {
+  out.assign(to.size(), 0);
+  if (numel_of(shape) == 0) {
+    out = contiguous_strides(to);
+    return true;
+  }
+  int64_t t = int64_t(to.size()) - 1;  // the next dim of `to` to give a stride, from the back
+  int64_t d = int64_t(shape.size()) - 1;
+  while (d >= 0) {
+    // A run of dims [first, d] back to back in memory: run_numel elements from stride base.
+    const int64_t base = strides[size_t(d)];
+    int64_t run_numel = shape[size_t(d)], first = d;
+    while (first > 0 && (shape[size_t(first - 1)] == 1 || strides[size_t(first - 1)] == base * run_numel)) {
+      --first;
+      run_numel *= shape[size_t(first)];
+    }
+    // Dims of `to` that make up the same run_numel elements, innermost first.
+    int64_t to_numel = 1;
+    while (t >= 0 && to_numel < run_numel) {
+      out[size_t(t)] = to_numel * base;
+      to_numel *= to[size_t(t)];
+      --t;
+    }
+    if (to_numel != run_numel) return false;
+    d = first - 1;
+  }
+  for (; t >= 0; --t) {  // what is left of `to` must be leading dims of size 1 (any stride)
+    if (to[size_t(t)] != 1) return false;
+    out[size_t(t)] = 1;
+  }
+  return true;
+}
+}  // namespace ops
+
 inline Tensor Tensor::view(const Shape& s) const {
   const Shape ns = ops::infer_shape("view", shape(), s);
-  GA_CHECK(is_contiguous(), ShapeError, "view: tensor of shape ", shape_str(shape()), " with strides ",
-           shape_str(strides()), " is not contiguous; use reshape() (which copies) instead");
+  Shape st;
+  GA_CHECK(ops::view_strides(shape(), strides(), ns, st), ShapeError, "view: tensor of shape ", shape_str(shape()),
+           " with strides ", shape_str(strides()), " cannot be read as ", shape_str(ns),
+           " without a copy; use reshape() (which copies then) instead");
   Shape in_shape = shape();
-  return autograd::record("reshape", {*this}, as_strided(ns, contiguous_strides(ns), offset()),
+  return autograd::record("reshape", {*this}, as_strided(ns, st, offset()),
                           [in_shape](const Tensor& g, const std::vector<bool>&) {
                             return std::vector<Tensor>{g.reshape(in_shape)};
                           });
 }
 
+/// A view when the elements can be read as shape s where they lie (ops::view_strides), else
+/// a contiguous copy.
 inline Tensor Tensor::reshape(const Shape& s) const {
-  return is_contiguous() ? view(s) : contiguous().view(s);
+  Shape st;
+  if (is_contiguous() || ops::view_strides(shape(), strides(), ops::infer_shape("reshape", shape(), s), st))
+    return view(s);
+  return contiguous().view(s);
 }
 
 inline Tensor Tensor::permute(const std::vector<int64_t>& dims) const {
