@@ -1,8 +1,9 @@
-// The f32 matrix product on each CPU path this machine runs (our AVX-512 kernel, Eigen's
-// GEMM) against a naive double-precision loop: edge shapes around the kernel's 12 x 32
-// register block and its 384-deep k blocks, transposed, strided and broadcast operands,
-// the batched paths (one product per thread, a broadcast weight packed once), 1 and 2
-// threads. The bound is the f32 accumulation error: about sqrt(K) ulps of sum |a| |b|.
+// The f32 matrix product on each CPU path this machine runs (our packed AVX-512 kernel, its
+// dot-product form, Eigen's GEMM) against a naive double-precision loop: edge shapes around
+// the packed kernel's 12 x 32 register block and its 384-deep k blocks, and the dot form's
+// 4 x 6 tile and 1024-deep k chunks, transposed, strided and broadcast operands, the
+// batched paths (one product per thread, a broadcast weight packed once), 1 and 2 threads.
+// The bound is the f32 accumulation error: about sqrt(K) ulps of sum |a| |b|.
 #include <doctest/doctest.h>
 
 #include <array>
@@ -20,8 +21,10 @@ using ga::backend::cpu::F32Kernel;
 
 std::vector<F32Kernel> runnable_paths() {
   std::vector<F32Kernel> ks{F32Kernel::Eigen};
-  if (ga::backend::cpu::f32_kernel_supported(F32Kernel::Avx512)) ks.push_back(F32Kernel::Avx512);
-  else MESSAGE("f32 AVX-512 kernel not supported here: only Eigen is tested");
+  if (ga::backend::cpu::f32_kernel_supported(F32Kernel::Avx512)) {
+    ks.push_back(F32Kernel::Avx512);
+    ks.push_back(F32Kernel::Avx512Dot);  // products whose operands both run along k; packed otherwise
+  } else MESSAGE("f32 AVX-512 kernel not supported here: only Eigen is tested");
   return ks;
 }
 
@@ -110,6 +113,17 @@ TEST_CASE("gemm f32: the paths and their selection") {
     CHECK(f32_gemm_path(2, 3, 4) == F32Kernel::Eigen);  // too small to pay for packing
     CHECK(f32_gemm_path(1, 768, 512) == F32Kernel::Eigen);  // a vector-matrix product
     CHECK(f32_gemm_path(512, 49, 4608) == F32Kernel::Eigen);  // too few columns
+    // x @ w^T (both operands along k): the dot-product form up to 64 rows, 256 deep or more.
+    CHECK(f32_gemm_path(50, 3072, 768, true) == F32Kernel::Avx512Dot);
+    CHECK(f32_gemm_path(1, 768, 512, true) == F32Kernel::Avx512Dot);  // vector-matrix, on every thread
+    CHECK(f32_gemm_path(64, 7, 256, true) == F32Kernel::Avx512Dot);
+    CHECK(f32_gemm_path(65, 3072, 768, true) == F32Kernel::Avx512);
+    CHECK(f32_gemm_path(50, 768, 255, true) == F32Kernel::Avx512);
+    CHECK(f32_gemm_path(50, 3072, 768, false) == F32Kernel::Avx512);
+    set_f32_gemm_kernel(F32Kernel::Avx512Dot);
+    CHECK(f32_gemm_path(800, 768, 768, true) == F32Kernel::Avx512Dot);
+    CHECK(f32_gemm_path(2, 3, 4, true) == F32Kernel::Avx512Dot);
+    CHECK(f32_gemm_path(800, 768, 768, false) == F32Kernel::Avx512);
   } else {
     bool threw = false;
     try {
@@ -119,6 +133,7 @@ TEST_CASE("gemm f32: the paths and their selection") {
     }
     CHECK(threw);
     CHECK(f32_gemm_path(800, 768, 768) == F32Kernel::Eigen);
+    CHECK(f32_gemm_path(50, 3072, 768, true) == F32Kernel::Eigen);
   }
 }
 
@@ -149,6 +164,45 @@ TEST_CASE("gemm f32: edge shapes, row-major and transposed operands, 1 and 2 thr
           }
     }
   }
+}
+
+TEST_CASE("gemm f32: the dot-product form's tiles, k chunks and threads") {
+  // Rows and columns around the 4 x 6 tile, depths around the 1024-deep chunk (a chunk is
+  // a multiple of 16 deep; the last is shorter) and the 16-wide step, a vector-matrix
+  // product, x rows and w rows longer than K (a narrowed view), with and without a bias.
+  if (!ga::backend::cpu::f32_kernel_supported(F32Kernel::Avx512Dot)) return;
+  ga::Generator g(12);
+  for (int threads : {1, 2}) {
+    PathScope s(F32Kernel::Avx512Dot, threads);
+    const std::string tag = "avx512dot " + std::to_string(threads) + "t";
+    for (auto [M, K, N] : std::vector<std::array<int64_t, 3>>{{1, 2049, 13},
+                                                               {5, 1025, 7},
+                                                               {50, 3000, 50},
+                                                               {64, 1024, 97},
+                                                               {3, 16, 6},
+                                                               {4, 17, 1},
+                                                               {9, 4608, 12},
+                                                               {2, 1040, 200}}) {
+      const Tensor x = ga::randn({M, K + 5}, g).narrow(1, 2, K);
+      const Tensor w = ga::randn({N, K + 3}, g).narrow(1, 1, K);
+      check_product(x, w.t(), ga::matmul(x, w.t()), shape_name((tag + " narrowed").c_str(), M, K, N));
+      const Tensor b = ga::randn({N}, g);
+      const Tensor y = ga::linear(x.contiguous(), w.contiguous(), b);
+      check_product(x, w.t(), y - b, shape_name((tag + " linear, bias taken off").c_str(), M, K, N));
+    }
+  }
+  // The thread count does not change a value: each is one chunked dot product.
+  const Tensor x = ga::randn({50, 3000}, g), w = ga::randn({130, 3000}, g);
+  Tensor one, two;
+  {
+    PathScope s(F32Kernel::Avx512Dot, 1);
+    one = ga::linear(x, w);
+  }
+  {
+    PathScope s(F32Kernel::Avx512Dot, 2);
+    two = ga::linear(x, w);
+  }
+  CHECK(ga::max(ga::abs(one - two)).item<float>() == 0.0f);
 }
 
 TEST_CASE("gemm f32: strided operands (row strides past the row, column steps, zero strides)") {
@@ -309,7 +363,8 @@ TEST_CASE("gemm f32: the fused epilogue (bias per row or column, residual, activ
       // Edge sizes around the 12 x 32 register block, two 384-deep k blocks (the epilogue
       // only on the last), two 640-column B blocks, a batch with a broadcast weight.
       for (auto [Bt, M, K, N] : std::vector<std::array<int64_t, 4>>{
-               {1, 13, 5, 33}, {1, 37, 400, 15}, {3, 25, 70, 700}, {2, 1, 9, 65}, {1, 12, 385, 32}}) {
+               {1, 13, 5, 33}, {1, 37, 400, 15}, {3, 25, 70, 700}, {2, 1, 9, 65}, {1, 12, 385, 32},
+               {1, 5, 1100, 50}}) {  // the dot form: two k chunks, the epilogue after the last
         const Tensor w = ga::randn({M, K}, g);
         const Tensor a3 = w.unsqueeze(0).expand({Bt, M, K});
         const Tensor b3 = ga::randn({Bt, N, K}, g).transpose(1, 2);
@@ -428,7 +483,8 @@ TEST_CASE("gemm f32: conv2d (the implicit GEMM and the im2col path) against a di
       // One product spans the batch: register tiles (32 columns) that cross images.
       {16, 20, 7, 7, 14, 1, 1, 1, 1, 0, 0},   // pointwise 7x7 (49 columns an image), 16 images
       {5, 45, 5, 6, 13, 3, 3, 1, 1, 1, 1},    // 30 columns an image, two k blocks (accumulated)
-      {3, 2, 3, 3, 5, 3, 3, 1, 1, 1, 1}};     // 9 columns an image: one tile holds all three
+      {3, 2, 3, 3, 5, 3, 3, 1, 1, 1, 1},      // 9 columns an image: one tile holds all three
+      {1, 130, 6, 6, 9, 3, 3, 1, 1, 1, 1}};   // K = 1170 over 36 positions: Rows, two k chunks
   struct Parts {
     bool bias, residual;
     Activation act;
@@ -440,16 +496,20 @@ TEST_CASE("gemm f32: conv2d (the implicit GEMM and the im2col path) against a di
                                  {false, true, Activation::Gelu}};
   if (f32_kernel_supported(F32Kernel::Avx512)) {
     // Auto: the batch's columns count (one product spans it): a 7 x 7 output (49 columns)
-    // takes the kernel from 2 images on, not alone; 14 x 14 always does; bf16 weights never
-    // do; a lone 7 x 7 pointwise conv multiplies the image in place.
+    // takes the kernel from 2 images on; alone, its 49 rows take the dot form when the
+    // window is 256 deep or more (and the weight runs along k); 14 x 14 always takes the
+    // kernel; bf16 weights never do; a lone shallow 7 x 7 pointwise conv multiplies the image
+    // in place.
     const ga::backend::Window2d w3{3, 3, 1, 1, 1, 1}, w1{1, 1, 1, 1, 0, 0};
     const Tensor w = ga::empty({512, 512 * 9}), wp = ga::empty({512, 512});
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({16, 512, 7, 7}), w, w3) == ConvPath::Implicit);
-    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 7, 7}), w, w3) == ConvPath::Columns);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 7, 7}), w, w3) == ConvPath::Rows);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({2, 512, 7, 7}), w, w3) == ConvPath::Implicit);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w, w3) == ConvPath::Implicit);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w.to(ga::DType::bf16), w3) == ConvPath::Columns);
-    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 7, 7}), wp, w1) == ConvPath::Pointwise);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 7, 7}), wp, w1) == ConvPath::Rows);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 64, 7, 7}), ga::empty({512, 64}), w1) == ConvPath::Pointwise);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 7, 7}), w.t().contiguous().t(), w3) == ConvPath::Columns);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({2, 512, 7, 7}), wp, w1) == ConvPath::Implicit);
   }
   for (F32Kernel k : runnable_paths()) {
@@ -462,7 +522,9 @@ TEST_CASE("gemm f32: conv2d (the implicit GEMM and the im2col path) against a di
         const ConvPath path = ga::backend::cpu::conv2d_path(x, w.reshape({c.O, -1}), win);
         const bool pointwise = c.kh == 1 && c.kw == 1 && c.sh == 1 && c.sw == 1 && c.ph == 0 && c.pw == 0;
         // The forced kernel computes every convolution without im2col, as one product.
+        // The forced dot form computes every convolution as rows @ w^T, image by image.
         if (k == F32Kernel::Avx512) CHECK(path == ConvPath::Implicit);
+        else if (k == F32Kernel::Avx512Dot) CHECK(path == ConvPath::Rows);
         else CHECK(path == (pointwise ? ConvPath::Pointwise : ConvPath::Columns));
         for (const Parts& p : parts) {
           const Tensor b = p.bias ? ga::randn({c.O}, g) : Tensor();

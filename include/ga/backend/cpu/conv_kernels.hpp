@@ -8,7 +8,9 @@
 #include <cstring>
 
 #include "cpu_backend.hpp"
+#include "epilogue.hpp"
 #include "gemm_f32.hpp"
+#include "gemm_f32_dot.hpp"
 
 namespace ga::backend::cpu {
 
@@ -17,6 +19,7 @@ enum class ConvPath {
   Pointwise,  // 1x1, stride 1, no padding, not Implicit: the images are the column matrices; one matmul
   Implicit,   // the AVX-512 f32 GEMM over the whole batch, packing the columns straight from the images
   Columns,    // im2col into scratch (a chunk of images at a time), then matmul
+  Rows,       // few output positions: each window a row, out^T = rows @ w^T in dot-product form
 };
 
 inline const char* conv_path_name(ConvPath p) {
@@ -24,20 +27,24 @@ inline const char* conv_path_name(ConvPath p) {
     case ConvPath::Pointwise: return "pointwise";
     case ConvPath::Implicit: return "implicit GEMM";
     case ConvPath::Columns: return "im2col + GEMM";
+    case ConvPath::Rows: return "rows, dot form";
   }
   return "?";
 }
 
-/// The path CpuBackend::conv2d takes for x [B, C, H, W], w [O, C*kh*kw] under window g: the
-/// implicit GEMM wherever the f32 AVX-512 kernel computes the product w @ [im2col(x[0]) ...
-/// im2col(x[B-1])] (f32_gemm_path, with the batch's columns side by side). It says no below
-/// 64 columns (one 7 x 7 output: 49), where packing the weight whole costs more than the
-/// kernel saves.
+/// The path CpuBackend::conv2d takes for x [B, C, H, W], w [O, C*kh*kw] under window g.
+/// Rows where the dot-product form computes the transposed product rows @ w^T, a row per
+/// output position of the batch (f32_gemm_path with both operands along k: up to 64
+/// positions, one 7 x 7 output, with deep enough windows); else the implicit GEMM wherever
+/// the packed f32 AVX-512 kernel computes w @ [im2col(x[0]) ... im2col(x[B-1])] (with the
+/// batch's columns side by side).
 inline ConvPath conv2d_path(const Tensor& x, const Tensor& w, const Window2d& g) {
   const int64_t columns = x.size(0) * g.out_h(x.size(2)) * g.out_w(x.size(3));
-  if (GA_X86_F32_KERNELS && x.dtype() == DType::f32 && w.dtype() == DType::f32 &&
-      f32_gemm_path(w.size(0), columns, w.size(1)) == F32Kernel::Avx512)
-    return ConvPath::Implicit;
+  const bool f32 = GA_X86_F32_KERNELS && x.dtype() == DType::f32 && w.dtype() == DType::f32;
+  if (f32 && w.strides()[1] == 1 &&
+      f32_gemm_path(columns, w.size(0), w.size(1), /*k_contiguous=*/true) == F32Kernel::Avx512Dot)
+    return ConvPath::Rows;
+  if (f32 && f32_gemm_path(w.size(0), columns, w.size(1)) == F32Kernel::Avx512) return ConvPath::Implicit;
   if (g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0) return ConvPath::Pointwise;
   return ConvPath::Columns;
 }
@@ -92,6 +99,38 @@ GA_CPU_KERNEL void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Wi
     matmul(weight_for(N), images(x, 0, N, C, H * W), out, e);
     return;
   }
+#if GA_X86_F32_KERNELS
+  if (path == ConvPath::Rows) {
+    // Image by image: rows [P, CKK], each output position's window (im2col transposed), and
+    // out^T = rows @ w^T in dot-product form, stored straight into out [O, P] as a transposed
+    // C, with the bias (one per output channel: a column), residual and activation fused.
+    detail::check_epilogue("conv2d", out, e);
+    const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
+    const Tensor cols = detail::scratch_tensor({CKK, P}, x.dtype());
+    const Tensor rows = detail::scratch_tensor({P, CKK}, x.dtype());
+    const float* xp = static_cast<const float*>(x.raw_data());
+    const float* bias = e.bias.defined() ? static_cast<const float*>(e.bias.raw_data()) : nullptr;
+    const float* residual = e.residual.defined() ? static_cast<const float*>(e.residual.raw_data()) : nullptr;
+    float* op = static_cast<float*>(out.raw_data());
+    int threads = get_num_threads();
+#ifdef _OPENMP
+    if (omp_in_parallel()) threads = 1;
+#endif
+    if (2.0 * double(P) * double(O) * double(CKK) < 2e6) threads = 1;  // too small to share
+    for (int64_t n = 0; n < N; ++n) {
+      const float* image_cols = xp + n * C * H * W;  // a pointwise window's columns: the image
+      if (!pointwise) {
+        im2col(x.as_strided({C, H, W}, {H * W, W, 1}, x.offset() + n * C * H * W), g, cols);
+        image_cols = static_cast<const float*>(cols.raw_data());
+      }
+      f32_gemm::transpose_matrix(image_cols, CKK, P, P, static_cast<float*>(rows.raw_data()), CKK);
+      const f32_gemm::Epilogue ep{nullptr, bias, residual ? residual + n * O * P : nullptr, 0, e.activation};
+      f32_gemm::dot_gemm(static_cast<const float*>(rows.raw_data()), CKK, static_cast<const float*>(w.raw_data()),
+                         w.strides()[0], f32_gemm::DotLayout{op + n * O * P, 1, P}, P, O, CKK, threads, ep);
+    }
+    return;
+  }
+#endif
   const int64_t chunk = std::max<int64_t>(1, std::min(N, detail::kColumnScratchElements / std::max<int64_t>(CKK * P, 1)));
   const Tensor cols = detail::scratch_tensor({chunk, CKK, P}, x.dtype());
   for (int64_t n0 = 0; n0 < N; n0 += chunk) {

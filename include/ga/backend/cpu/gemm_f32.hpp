@@ -22,15 +22,19 @@
 
 namespace ga::backend::cpu {
 
-/// Who computes f32 matrix products. Auto: the AVX-512 kernel where the CPU runs it and the
-/// product is big enough to gain from it, Eigen otherwise. Avx512: the kernel for every
-/// product (tests). Eigen: Eigen's GEMM for every product.
-enum class F32Kernel { Auto, Avx512, Eigen };
+/// Who computes f32 matrix products. Auto: the AVX-512 kernels where the CPU runs them and
+/// the product gains from them (the dot-product form, gemm_f32_dot.hpp, for few rows whose
+/// operands both run along k; the packed kernel for other big enough products), Eigen
+/// otherwise. Avx512: the packed kernel for every product (tests). Avx512Dot: the
+/// dot-product form for every product whose operands both run along k, the packed kernel
+/// for the rest (tests). Eigen: Eigen's GEMM for every product.
+enum class F32Kernel { Auto, Avx512, Avx512Dot, Eigen };
 
 inline const char* f32_kernel_name(F32Kernel k) {
   switch (k) {
     case F32Kernel::Auto: return "auto";
     case F32Kernel::Avx512: return "avx512";
+    case F32Kernel::Avx512Dot: return "avx512dot";
     case F32Kernel::Eigen: return "eigen";
   }
   return "?";
@@ -54,13 +58,14 @@ inline bool f32_avx512_supported() {
 }
 
 /// The initial setting: Auto, unless the environment variable GA_GEMM_F32 says eigen, or
-/// avx512 on a machine that runs it. Read once, at the first f32 product.
+/// avx512 or avx512dot on a machine that runs them. Read once, at the first f32 product.
 inline F32Kernel initial_f32_kernel() {
   const char* env = std::getenv("GA_GEMM_F32");
   if (!env) return F32Kernel::Auto;
   const std::string v = env;
   if (v == "eigen") return F32Kernel::Eigen;
   if (v == "avx512" && f32_avx512_supported()) return F32Kernel::Avx512;
+  if (v == "avx512dot" && f32_avx512_supported()) return F32Kernel::Avx512Dot;
   return F32Kernel::Auto;
 }
 
@@ -74,7 +79,7 @@ inline F32Kernel& f32_kernel_setting() {
 /// Whether this machine (CPU, OS, and this build's compiler) can run kernel k. Auto and
 /// Eigen always can.
 inline bool f32_kernel_supported(F32Kernel k) {
-  return k == F32Kernel::Avx512 ? detail::f32_avx512_supported() : true;
+  return k == F32Kernel::Avx512 || k == F32Kernel::Avx512Dot ? detail::f32_avx512_supported() : true;
 }
 
 /// Selects who computes every later f32 product (overrides GA_GEMM_F32). Not thread-safe
@@ -86,14 +91,22 @@ inline void set_f32_gemm_kernel(F32Kernel k) {
   detail::f32_kernel_setting() = k;
 }
 
-/// The current setting (Auto, Avx512 or Eigen).
+/// The current setting (Auto, Avx512, Avx512Dot or Eigen).
 inline F32Kernel f32_gemm_kernel() { return detail::f32_kernel_setting(); }
 
-/// Who computes an f32 product [M, K] @ [K, N] under the current setting: Avx512 or Eigen.
-inline F32Kernel f32_gemm_path(int64_t M, int64_t N, int64_t K) {
+/// Who computes an f32 product [M, K] @ [K, N] under the current setting: Avx512 (the packed
+/// kernel), Avx512Dot (the dot-product form; only when k_contiguous: A's rows and B's
+/// columns both run along k, as in x @ w^T) or Eigen.
+inline F32Kernel f32_gemm_path(int64_t M, int64_t N, int64_t K, bool k_contiguous = false) {
   const F32Kernel k = f32_gemm_kernel();
   if (k == F32Kernel::Eigen || !detail::f32_avx512_supported()) return F32Kernel::Eigen;
+  if (k == F32Kernel::Avx512Dot) return k_contiguous ? k : F32Kernel::Avx512;
   if (k == F32Kernel::Avx512) return k;
+  // Up to 64 rows the dot-product form beats the packed kernel once each dot product is
+  // 256 deep or more (with the weight read from memory, as in a forward pass; measured on
+  // the development machine, bench/RESULTS.md); shallower, its final sums across lanes cost
+  // too much.
+  if (k_contiguous && M <= 64 && K >= 256) return F32Kernel::Avx512Dot;
   // Smaller or thinner products (a vector-matrix product, 40^3) spend more on packing than
   // the kernel saves, and with N < 64 (a 7 x 7 convolution) a 32-column block wastes too much
   // and A, packed whole, is used too few times: there Eigen is faster (measured on the
@@ -164,6 +177,23 @@ GA_TARGET_AVX512F inline void transpose16(__m512* r) {
 
 inline __mmask16 first_lanes(int64_t n) {
   return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
+/// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols, 16 x 16 blocks at a time.
+GA_TARGET_AVX512F inline void transpose_matrix(const float* src, int64_t rows, int64_t cols, int64_t lds, float* dst,
+                                               int64_t ldd) {
+  for (int64_t i0 = 0; i0 < rows; i0 += 16) {
+    const int64_t ri = std::min<int64_t>(16, rows - i0);
+    for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+      const int64_t cj = std::min<int64_t>(16, cols - j0);
+      const __mmask16 m = first_lanes(cj);
+      __m512 r[16];
+      for (int64_t i = 0; i < 16; ++i)
+        r[i] = i < ri ? _mm512_maskz_loadu_ps(m, src + (i0 + i) * lds + j0) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int64_t j = 0; j < cj; ++j) _mm512_mask_storeu_ps(dst + (j0 + j) * ldd + i0, first_lanes(ri), r[j]);
+    }
+  }
 }
 
 /// Packs X [rows, kc] (X(i, k) at p[i * rs + k * cs]) as `width`-wide k-major panels: panel q
@@ -645,10 +675,26 @@ inline void gemm(const Operand& A, const BSource& B, const CLayout& C, int64_t M
 #pragma GCC diagnostic pop
 #endif
 
+/// Runs run_range(lo, hi, threads) over the Bt products of a batch, each of `flops`: many
+/// small products [lo, hi) per thread, one thread each; larger ones all in one call, each
+/// product on every thread.
+template <class F>
+inline void for_each_product_range(int64_t Bt, double flops, const F& run_range) {
+  int threads = get_num_threads();
+#ifdef _OPENMP
+  if (omp_in_parallel()) threads = 1;
+#endif
+  if (Bt > 1 && flops < 4e6 && threads > 1) {
+    parallel_for(0, Bt, 1, [&](int64_t lo, int64_t hi) { run_range(lo, hi, 1); });
+    return;
+  }
+  // Small products gain nothing from a second thread.
+  run_range(0, Bt, flops < 2e6 ? 1 : threads);
+}
+
 /// out[i] = epilogue(A_i @ B_i) for i < Bt, out [Bt, M, N] contiguous f32, K >= 1, where
 /// a_of(i) is the Operand A_i [M, K] and b_of(i) the BSource B_i [K, N]; a_shared says every
-/// A_i is the same (a broadcast weight, packed once). Many small products run one per
-/// thread; larger ones one after another, each on every thread.
+/// A_i is the same (a broadcast weight, packed once). Threads as for_each_product_range.
 template <class AOf, class BOf>
 inline void batched_gemm(int64_t Bt, int64_t M, int64_t N, int64_t K, const AOf& a_of, bool a_shared, const BOf& b_of,
                          float* cp, const MatmulEpilogue& epilogue) {
@@ -664,24 +710,11 @@ inline void batched_gemm(int64_t Bt, int64_t M, int64_t N, int64_t K, const AOf&
     gemm(a_of(i), b_of(i), CLayout::matrix(cp + i * M * N, N, N), M, N, pa, pack, threads, epilogue_of(i));
   };
   const size_t abytes = packed_a_floats(M, K) * sizeof(float);
-  const double flops = 2.0 * double(M) * double(N) * double(K);
-  int threads = get_num_threads();
-#ifdef _OPENMP
-  if (omp_in_parallel()) threads = 1;
-#endif
-  if (Bt > 1 && flops < 4e6 && threads > 1) {
-    parallel_for(0, Bt, 1, [&](int64_t lo, int64_t hi) {
-      auto apack = HostBlockCache::instance().allocate(abytes);
-      const PackedA pa{static_cast<float*>(apack->data()), M, K, (M + kMR - 1) / kMR * kMR};
-      for (int64_t i = lo; i < hi; ++i) run(i, pa, i == lo || !a_shared, 1);
-    });
-    return;
-  }
-  // Small products gain nothing from a second thread.
-  if (flops < 2e6) threads = 1;
-  auto apack = HostBlockCache::instance().allocate(abytes);
-  const PackedA pa{static_cast<float*>(apack->data()), M, K, (M + kMR - 1) / kMR * kMR};
-  for (int64_t i = 0; i < Bt; ++i) run(i, pa, i == 0 || !a_shared, threads);
+  for_each_product_range(Bt, 2.0 * double(M) * double(N) * double(K), [&](int64_t lo, int64_t hi, int threads) {
+    auto apack = HostBlockCache::instance().allocate(abytes);
+    const PackedA pa{static_cast<float*>(apack->data()), M, K, (M + kMR - 1) / kMR * kMR};
+    for (int64_t i = lo; i < hi; ++i) run(i, pa, i == lo || !a_shared, threads);
+  });
 }
 
 /// out[i] = epilogue(a[i] @ b[i]) for a [Bt, M, K], b [Bt, K, N] (f32, any strides, batch

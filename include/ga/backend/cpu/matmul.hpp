@@ -1,9 +1,10 @@
-// CPU kernel: batched matrix product. f32 products go to our AVX-512 GEMM (gemm_f32.hpp)
-// where the CPU runs it; the rest (f64, other CPUs, tiny products, GA_GEMM_F32=eigen) to
-// Eigen's GEMM, mapping our strided buffers in place (row- or column-major) so the common
-// cases copy nothing. Products with a bf16 or f16 operand go to the reduced-precision
-// kernels of gemm_bf16.hpp. The epilogue (bias, residual, activation) is fused into the
-// stores where the kernel does that (the AVX-512 f32 GEMM), else one pass after the product.
+// CPU kernel: batched matrix product. f32 products go to our AVX-512 GEMMs where the CPU
+// runs them (gemm_f32.hpp; few rows of x @ w^T in dot-product form, gemm_f32_dot.hpp); the
+// rest (f64, other CPUs, tiny products, GA_GEMM_F32=eigen) to Eigen's GEMM, mapping our
+// strided buffers in place (row- or column-major) so the common cases copy nothing.
+// Products with a bf16 or f16 operand go to the reduced-precision kernels of gemm_bf16.hpp.
+// The epilogue (bias, residual, activation) is fused into the stores where the kernel does
+// that (the AVX-512 f32 GEMMs), else one pass after the product.
 #pragma once
 #include <Eigen/Core>
 
@@ -11,6 +12,7 @@
 #include "epilogue.hpp"
 #include "gemm_bf16.hpp"
 #include "gemm_f32.hpp"
+#include "gemm_f32_dot.hpp"
 
 #if GA_EMIT_CPU_KERNELS
 namespace ga::backend::cpu {
@@ -66,9 +68,17 @@ GA_CPU_KERNEL void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Te
     return;
   }
 #if GA_X86_F32_KERNELS
-  if (a.dtype() == DType::f32 && f32_gemm_path(out.size(1), out.size(2), a.size(2)) == F32Kernel::Avx512) {
-    f32_gemm::matmul(a, b, out, epilogue);
-    return;
+  if (a.dtype() == DType::f32 && K >= 1) {
+    const F32Kernel path = f32_gemm_path(M, N, K, a.strides()[2] == 1 && b.strides()[1] == 1);
+    if (path == F32Kernel::Avx512Dot) {
+      detail::check_epilogue("matmul", out, epilogue);
+      f32_gemm::matmul_dot(a, b, out, epilogue);
+      return;
+    }
+    if (path == F32Kernel::Avx512) {
+      f32_gemm::matmul(a, b, out, epilogue);
+      return;
+    }
   }
 #endif
   GA_DISPATCH_FLOAT(a.dtype(), "matmul", {

@@ -1,0 +1,241 @@
+// The CPU backend's f32 matrix product in dot-product form, for products with few rows whose
+// operands both run along k: x [M, K] @ w^T with w [N, K] row-major, which is a linear
+// layer on one image or one prompt. Each result is a dot product of a row of x with a row
+// of w, accumulated 16 k at a time in a zmm register and summed across its lanes at the end.
+//
+// Why a second form: the packed kernel (gemm_f32.hpp) wants B's rows as vectors, so it
+// transposes w into panels before multiplying, and then uses each packed value for only M
+// rows. At M = 50 (ViT-B/32 on one image) that packing costs about a fifth of the product,
+// and it reads the weight from memory in a burst with no arithmetic under it. Here w is read
+// where it lies, a few rows at a time, each row a contiguous run that the hardware
+// prefetcher follows; and while one tile of rows is multiplied, the next one is prefetched
+// into L2, so the weight streams in under the arithmetic. On the development machine
+// (bench/RESULTS.md) this is faster than the packed kernel up to about 64 rows when the
+// weight comes from memory, and it parallelises a vector-matrix product (M = 1), which the
+// packed path leaves to Eigen on one thread.
+#pragma once
+#include "gemm_f32.hpp"
+
+#if GA_EMIT_CPU_KERNELS && GA_X86_F32_KERNELS
+#include <array>
+
+#include "epilogue.hpp"
+#include "parallel.hpp"
+
+namespace ga::backend::cpu::f32_gemm {
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+// Register tile: kDotMR rows of x by kDotNR rows of w, 24 accumulators, 10 loads per 24 FMAs.
+// A w tile is at most kDotKC deep (24 KiB), so it stays in L1 while every row of x passes
+// over it; a deeper product is cut into k chunks whose sums are added into C in order.
+// Tiles are taken kDotGroup at a time (192 columns), and a group's epilogue is applied once
+// its last k chunk is stored, while it is in cache.
+inline constexpr int64_t kDotMR = 4, kDotNR = 6, kDotKC = 1024, kDotGroup = 32;
+inline constexpr int64_t kDotPrefetchMax = kDotNR * kDotKC / 16;  // cache lines of one w tile
+
+/// C(r, j) = (accumulate ? C(r, j) : 0) + sum_k a[r, k] w[j, k] for r < MR, j < NR, over kc
+/// values of k (rows lda and ldw floats apart, each contiguous along k), where C(r, j) is
+/// c[r * rs + j * cs]. While it runs it prefetches the cache lines pf[0 .. npf) into L2, one
+/// per 16 values of k (npf <= that).
+template <int MR, int NR>
+GA_TARGET_AVX512F inline void dot_tile(int64_t kc, const float* a, int64_t lda, const float* w, int64_t ldw,
+                                       float* c, int64_t rs, int64_t cs, bool accumulate, const char* const* pf,
+                                       int64_t npf) {
+  __m512 acc[MR][NR];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (int64_t s = 0; k + 16 <= kc; k += 16, ++s) {
+    if (s < npf) _mm_prefetch(pf[s], _MM_HINT_T1);
+    __m512 wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_ps(w + j * ldw + k);
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_loadu_ps(a + r * lda + k);
+      for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_fmadd_ps(av, wv[j], acc[r][j]);
+    }
+  }
+  if (k < kc) {  // the last kc % 16 values of k
+    const __mmask16 m = first_lanes(kc - k);
+    __m512 wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = _mm512_maskz_loadu_ps(m, w + j * ldw + k);
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_maskz_loadu_ps(m, a + r * lda + k);
+      for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_fmadd_ps(av, wv[j], acc[r][j]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NR; ++j) {
+      const float sum = _mm512_reduce_add_ps(acc[r][j]);
+      float& out = c[r * rs + j * cs];
+      out = accumulate ? out + sum : sum;
+    }
+}
+
+using DotTile = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, bool,
+                         const char* const*, int64_t);
+
+/// The tile for rows x cols (1 <= rows <= kDotMR, 1 <= cols <= kDotNR).
+inline DotTile dot_tile_for(int64_t rows, int64_t cols) {
+  static const auto table = [] {
+    std::array<std::array<DotTile, kDotNR>, kDotMR> t{};
+    auto fill_row = [&](auto r_tag) {
+      constexpr int R = decltype(r_tag)::value;
+      t[R - 1] = {dot_tile<R, 1>, dot_tile<R, 2>, dot_tile<R, 3>, dot_tile<R, 4>, dot_tile<R, 5>, dot_tile<R, 6>};
+    };
+    fill_row(std::integral_constant<int, 1>{});
+    fill_row(std::integral_constant<int, 2>{});
+    fill_row(std::integral_constant<int, 3>{});
+    fill_row(std::integral_constant<int, 4>{});
+    return t;
+  }();
+  static_assert(kDotMR == 4 && kDotNR == 6, "dot_tile_for's table lists the tile sizes");
+  return table[size_t(rows - 1)][size_t(cols - 1)];
+}
+
+/// Where the dot form's C [M, N] lies: C(r, j) at p[r * rs + j * cs], one of the strides 1
+/// (row-major, or transposed: a convolution's out [O, P] is C [P, O] with rs = 1). The
+/// epilogue's residual is laid out as C.
+struct DotLayout {
+  float* p;
+  int64_t rs, cs;
+};
+
+/// One contiguous run of n results v[0, n) of an epilogue: plus the biases and the residual
+/// run, then activated. `along` holds a bias per value (null: none), `across` points to the
+/// run's one bias (null: none), added first when across_first.
+GA_TARGET_AVX512F inline void dot_epilogue_run(float* v, const float* residual, int64_t n, const float* along,
+                                               const float* across, bool across_first, Activation activation) {
+  if (along || across || residual)
+    for (int64_t i = 0; i < n; i += 16) {
+      const __mmask16 m = first_lanes(n - i);
+      __m512 x = _mm512_maskz_loadu_ps(m, v + i);
+      if (across && across_first) x = _mm512_add_ps(x, _mm512_set1_ps(*across));
+      if (along) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, along + i));
+      if (across && !across_first) x = _mm512_add_ps(x, _mm512_set1_ps(*across));
+      if (residual) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, residual + i));
+      _mm512_mask_storeu_ps(v + i, m, x);
+    }
+  detail::activate_row<float>(activation, v, n);
+}
+
+/// Applies e to C rows [0, M) x columns [c0, c1), whose products are complete: the same f32
+/// operations, in the same order (row bias, column bias, residual, activation), as the
+/// packed kernel's fused epilogue, along C's contiguous runs (rows, or columns when C is
+/// transposed).
+inline void apply_dot_epilogue(const Epilogue& e, const DotLayout& C, int64_t M, int64_t c0, int64_t c1) {
+  if (e.empty()) return;
+  if (C.cs == 1) {  // rows: the column bias varies along a run
+    for (int64_t r = 0; r < M; ++r)
+      dot_epilogue_run(C.p + r * C.rs + c0, e.residual ? e.residual + r * C.rs + c0 : nullptr, c1 - c0,
+                       e.col_bias ? e.col_bias + c0 : nullptr, e.row_bias ? e.row_bias + r : nullptr, true,
+                       e.activation);
+  } else {  // columns: the row bias varies along a run
+    for (int64_t j = c0; j < c1; ++j)
+      dot_epilogue_run(C.p + j * C.cs, e.residual ? e.residual + j * C.cs : nullptr, M, e.row_bias,
+                       e.col_bias ? e.col_bias + j : nullptr, false, e.activation);
+  }
+}
+
+/// C [M, N] (laid out as `C` says) = epilogue(A [M, K] @ W [N, K]^T) on `threads` threads,
+/// where A(r, k) = a[r * lda + k] and W(j, k) = w[j * ldw + k]: both contiguous along k.
+/// K >= 1. The threads share W's rows (each streams its own part of the weight); a result's
+/// value does not depend on the thread count.
+inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, const DotLayout& C, int64_t M,
+                     int64_t N, int64_t K, int threads, const Epilogue& e) {
+  const int64_t tiles = (N + kDotNR - 1) / kDotNR;
+  threads = int(std::max<int64_t>(1, std::min<int64_t>(threads, tiles)));
+  // k chunks of about equal depth, a multiple of 16 (so each w row run starts on a whole
+  // vector), at most kDotKC; the last one shorter.
+  const int64_t even = (K + (K + kDotKC - 1) / kDotKC - 1) / ((K + kDotKC - 1) / kDotKC);
+  const int64_t chunk = (even + 15) / 16 * 16, chunks = (K + chunk - 1) / chunk;
+  // Tiles [t0, t1) of W's rows on one thread: groups of kDotGroup tiles, and in a group each
+  // k chunk over all its tiles, so a chunk of x is reused by the group's tiles.
+  auto work = [&](int64_t t0, int64_t t1) {
+    std::array<const char*, kDotPrefetchMax> pf;
+    // The cache lines of tile t's k chunk q.
+    auto tile_lines = [&](int64_t t, int64_t q) {
+      int64_t n = 0;
+      const int64_t k0 = q * chunk, bytes = std::min(chunk, K - k0) * int64_t(sizeof(float));
+      for (int64_t j = t * kDotNR; j < std::min(N, t * kDotNR + kDotNR); ++j) {
+        const char* row = reinterpret_cast<const char*>(w + j * ldw + k0);
+        for (int64_t b = 0; b < bytes; b += 64) pf[size_t(n++)] = row + b;
+      }
+      return n;
+    };
+    for (int64_t g0 = t0; g0 < t1; g0 += kDotGroup) {
+      const int64_t g1 = std::min(t1, g0 + kDotGroup);
+      for (int64_t q = 0; q < chunks; ++q) {
+        const int64_t k0 = q * chunk, kc = std::min(chunk, K - k0);
+        for (int64_t t = g0; t < g1; ++t) {
+          // What comes next in this order: the next tile, else the group's first at the next
+          // chunk, else the next group's first.
+          int64_t nt = t + 1, nq = q;
+          if (nt == g1) {
+            nt = q + 1 < chunks ? g0 : g1;
+            nq = q + 1 < chunks ? q + 1 : 0;
+          }
+          const int64_t lines = nt < t1 ? tile_lines(nt, nq) : 0;
+          const int64_t n0 = t * kDotNR, cols = std::min(kDotNR, N - n0);
+          // The prefetches spread over the row tiles, one per k step at most.
+          const int64_t row_tiles = (M + kDotMR - 1) / kDotMR;
+          const int64_t per_tile = std::min(kc / 16, (lines + row_tiles - 1) / row_tiles);
+          for (int64_t m = 0, i = 0; m < M; m += kDotMR, ++i) {
+            const int64_t rows = std::min(kDotMR, M - m);
+            const int64_t p0 = std::min(lines, i * per_tile), p1 = std::min(lines, p0 + per_tile);
+            dot_tile_for(rows, cols)(kc, a + m * lda + k0, lda, w + n0 * ldw + k0, ldw, C.p + m * C.rs + n0 * C.cs,
+                                     C.rs, C.cs, q > 0, pf.data() + p0, p1 - p0);
+          }
+        }
+      }
+      apply_dot_epilogue(e, C, M, g0 * kDotNR, std::min(N, g1 * kDotNR));
+    }
+  };
+#ifdef _OPENMP
+  if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+    {
+      const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+      work(tiles * tid / nth, tiles * (tid + 1) / nth);
+    }
+    return;
+  }
+#endif
+  work(0, tiles);
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+/// out[i] = epilogue(a[i] @ b[i]) in dot-product form for a [Bt, M, K] and b [Bt, K, N]
+/// (f32, both contiguous along k: a's stride 2 and b's stride 1 are 1; batch stride 0 for a
+/// broadcast operand), out [Bt, M, N] contiguous f32 (see backend::MatmulEpilogue). K >= 1.
+inline void matmul_dot(const Tensor& a, const Tensor& b, const Tensor& out, const MatmulEpilogue& epilogue) {
+  const int64_t Bt = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
+  if (out.numel() == 0) return;
+  const Shape& as = a.strides();
+  const Shape& bs = b.strides();
+  GA_CHECK(K >= 1 && as[2] == 1 && bs[1] == 1, ValueError, "matmul: the dot-product form needs both operands ",
+           "contiguous along k and K >= 1 (a strides ", shape_str(as), ", b strides ", shape_str(bs), ")");
+  const float* ap = static_cast<const float*>(a.raw_data());
+  const float* bp = static_cast<const float*>(b.raw_data());
+  float* cp = static_cast<float*>(out.raw_data());
+  const float* bias = epilogue.bias.defined() ? static_cast<const float*>(epilogue.bias.raw_data()) : nullptr;
+  const float* residual =
+      epilogue.residual.defined() ? static_cast<const float*>(epilogue.residual.raw_data()) : nullptr;
+  for_each_product_range(Bt, 2.0 * double(M) * double(N) * double(K), [&](int64_t lo, int64_t hi, int threads) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const Epilogue e{epilogue.bias_per_row ? bias : nullptr, epilogue.bias_per_row ? nullptr : bias,
+                       residual ? residual + i * M * N : nullptr, N, epilogue.activation};
+      dot_gemm(ap + i * as[0], as[1], bp + i * bs[0], bs[2], DotLayout{cp + i * M * N, N, 1}, M, N, K, threads, e);
+    }
+  });
+}
+
+}  // namespace ga::backend::cpu::f32_gemm
+#endif  // GA_EMIT_CPU_KERNELS && GA_X86_F32_KERNELS
