@@ -43,6 +43,8 @@ struct Window2d {
   int64_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0;
   int64_t out_h(int64_t h) const { return (h + 2 * ph - kh) / sh + 1; }
   int64_t out_w(int64_t w) const { return (w + 2 * pw - kw) / sw + 1; }
+  /// 1x1, unit stride, no padding: the image's channels are its im2col matrix's rows.
+  bool pointwise() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
 };
 
 /// The activation a matrix product can apply to its results before storing them.

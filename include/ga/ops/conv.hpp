@@ -28,7 +28,7 @@ inline Tensor conv_columns(const Tensor& x, const backend::Window2d& g, int64_t 
   const int64_t C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t P = g.out_h(H) * g.out_w(W), CKK = C * g.kh * g.kw;
   const Tensor xs = x.narrow(0, n0, B);
-  if (g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0) return xs.view({B, C, P});
+  if (g.pointwise()) return xs.view({B, C, P});
   Tensor cols = empty({B, CKK, P}, x.dtype(), x.device());
   backend::of(x).im2col(xs.view({B * C, H, W}), g, cols.view({B * CKK, P}));
   return cols;
@@ -89,7 +89,7 @@ inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(
     const int64_t O = wm.size(0), CKK = wm.size(1), P = gy.size(2) * gy.size(3);
     const Tensor g3 = gy.contiguous().view({N, O, P});
     const int64_t chunk = ops::conv_chunk(N, CKK * P);
-    const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
+    const bool pointwise = g.pointwise();
     Tensor gx, gw, gb;
     if (n[0]) {
       // gx = col2im(w^T @ gy), per chunk of images; a pointwise conv needs no col2im.

@@ -45,7 +45,7 @@ inline ConvPath conv2d_path(const Tensor& x, const Tensor& w, const Window2d& g)
       f32_gemm_path(columns, w.size(0), w.size(1), /*k_contiguous=*/true) == F32Kernel::Avx512Dot)
     return ConvPath::Rows;
   if (f32 && f32_gemm_path(w.size(0), columns, w.size(1)) == F32Kernel::Avx512) return ConvPath::Implicit;
-  if (g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0) return ConvPath::Pointwise;
+  if (g.pointwise()) return ConvPath::Pointwise;
   return ConvPath::Columns;
 }
 
@@ -105,7 +105,6 @@ GA_CPU_KERNEL void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Wi
     // out^T = rows @ w^T in dot-product form, stored straight into out [O, P] as a transposed
     // C, with the bias (one per output channel: a column), residual and activation fused.
     detail::check_epilogue("conv2d", out, e);
-    const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
     const Tensor cols = detail::scratch_tensor({CKK, P}, x.dtype());
     const Tensor rows = detail::scratch_tensor({P, CKK}, x.dtype());
     const float* xp = static_cast<const float*>(x.raw_data());
@@ -119,7 +118,7 @@ GA_CPU_KERNEL void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Wi
     if (2.0 * double(P) * double(O) * double(CKK) < 2e6) threads = 1;  // too small to share
     for (int64_t n = 0; n < N; ++n) {
       const float* image_cols = xp + n * C * H * W;  // a pointwise window's columns: the image
-      if (!pointwise) {
+      if (!g.pointwise()) {
         im2col(x.as_strided({C, H, W}, {H * W, W, 1}, x.offset() + n * C * H * W), g, cols);
         image_cols = static_cast<const float*>(cols.raw_data());
       }

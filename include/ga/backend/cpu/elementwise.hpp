@@ -116,12 +116,6 @@ inline bool unary_eigen(UnaryOp op, const T* x, int64_t xs, T* y, int64_t ys, in
   return true;
 }
 
-/// The contiguous case of unary_eigen.
-template <class T>
-inline bool unary_contiguous_eigen(UnaryOp op, const T* x, T* y, int64_t n, T a, T b) {
-  return unary_eigen<T>(op, x, 1, y, 1, n, a, b);
-}
-
 template <class T>
 inline T binary_scalar(BinaryOp op, T a, T b) {
   switch (op) {
@@ -210,7 +204,7 @@ GA_CPU_KERNEL void CpuBackend::unary(UnaryOp op, const Tensor& x, const Tensor& 
     const T ta = static_cast<T>(a), tb = static_cast<T>(b);
     if (x.is_contiguous()) {
       parallel_for(0, x.numel(), 16384, [&](int64_t lo, int64_t hi) {
-        if (!detail::unary_contiguous_eigen<T>(op, xp + lo, yp + lo, hi - lo, ta, tb))
+        if (!detail::unary_eigen<T>(op, xp + lo, 1, yp + lo, 1, hi - lo, ta, tb))
           for (int64_t i = lo; i < hi; ++i) yp[i] = detail::unary_scalar<T>(op, xp[i], ta, tb);
       });
       return;

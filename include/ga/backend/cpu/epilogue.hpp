@@ -25,7 +25,7 @@ template <class T>
 inline void activate_row(Activation a, T* p, int64_t n) {
   if (a == Activation::None || n <= 0) return;
   const UnaryOp op = activation_op(a);
-  if (unary_contiguous_eigen<T>(op, p, p, n, T(0), T(0))) return;
+  if (unary_eigen<T>(op, p, 1, p, 1, n, T(0), T(0))) return;
   for (int64_t i = 0; i < n; ++i) p[i] = unary_scalar<T>(op, p[i], T(0), T(0));
 }
 

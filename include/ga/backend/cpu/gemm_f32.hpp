@@ -321,7 +321,7 @@ GA_TARGET_AVX512F inline void pack_conv_panels(const BSource& src, int64_t k0, i
                                                float* out) {
   const Window2d& g = src.window;
   const int64_t KK = g.kh * g.kw, plane = src.H * src.W;
-  if (KK == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0) {
+  if (g.pointwise()) {
     for (int64_t k = 0; k < kc; ++k) {
       const int64_t channel = (k0 + k) * plane;
       for (int64_t col = 0; col < nc; col += kNR) {
