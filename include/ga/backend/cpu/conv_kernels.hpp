@@ -105,28 +105,26 @@ GA_CPU_KERNEL void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Wi
     // out^T = rows @ w^T in dot-product form, stored straight into out [O, P] as a transposed
     // C, with the bias (one per output channel: a column), residual and activation fused.
     detail::check_epilogue("conv2d", out, e);
-    const Tensor cols = detail::scratch_tensor({CKK, P}, x.dtype());
-    const Tensor rows = detail::scratch_tensor({P, CKK}, x.dtype());
     const float* xp = static_cast<const float*>(x.raw_data());
     const float* bias = e.bias.defined() ? static_cast<const float*>(e.bias.raw_data()) : nullptr;
     const float* residual = e.residual.defined() ? static_cast<const float*>(e.residual.raw_data()) : nullptr;
     float* op = static_cast<float*>(out.raw_data());
-    int threads = get_num_threads();
-#ifdef _OPENMP
-    if (omp_in_parallel()) threads = 1;
-#endif
-    if (2.0 * double(P) * double(O) * double(CKK) < 2e6) threads = 1;  // too small to share
-    for (int64_t n = 0; n < N; ++n) {
-      const float* image_cols = xp + n * C * H * W;  // a pointwise window's columns: the image
-      if (!g.pointwise()) {
-        im2col(x.as_strided({C, H, W}, {H * W, W, 1}, x.offset() + n * C * H * W), g, cols);
-        image_cols = static_cast<const float*>(cols.raw_data());
+    f32_gemm::for_each_product_range(N, 2.0 * double(P) * double(O) * double(CKK), [&](int64_t lo, int64_t hi,
+                                                                                        int threads) {
+      const Tensor cols = detail::scratch_tensor({CKK, P}, x.dtype());
+      const Tensor rows = detail::scratch_tensor({P, CKK}, x.dtype());
+      for (int64_t n = lo; n < hi; ++n) {
+        const float* image_cols = xp + n * C * H * W;  // a pointwise window's columns: the image
+        if (!g.pointwise()) {
+          im2col(x.as_strided({C, H, W}, {H * W, W, 1}, x.offset() + n * C * H * W), g, cols);
+          image_cols = static_cast<const float*>(cols.raw_data());
+        }
+        f32_gemm::transpose_matrix(image_cols, CKK, P, P, static_cast<float*>(rows.raw_data()), CKK);
+        const f32_gemm::Epilogue ep{nullptr, bias, residual ? residual + n * O * P : nullptr, 0, e.activation};
+        f32_gemm::dot_gemm(static_cast<const float*>(rows.raw_data()), CKK, static_cast<const float*>(w.raw_data()),
+                           w.strides()[0], f32_gemm::DotLayout{op + n * O * P, 1, P}, P, O, CKK, threads, ep);
       }
-      f32_gemm::transpose_matrix(image_cols, CKK, P, P, static_cast<float*>(rows.raw_data()), CKK);
-      const f32_gemm::Epilogue ep{nullptr, bias, residual ? residual + n * O * P : nullptr, 0, e.activation};
-      f32_gemm::dot_gemm(static_cast<const float*>(rows.raw_data()), CKK, static_cast<const float*>(w.raw_data()),
-                         w.strides()[0], f32_gemm::DotLayout{op + n * O * P, 1, P}, P, O, CKK, threads, ep);
-    }
+    });
     return;
   }
 #endif

@@ -24,6 +24,7 @@
 
 namespace ga::backend::cpu::f32_gemm {
 
+// As in gemm_f32.hpp: GCC 12's AVX-512 headers trip -Wuninitialized on values all written.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -218,6 +219,7 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
 inline void matmul_dot(const Tensor& a, const Tensor& b, const Tensor& out, const MatmulEpilogue& epilogue) {
   const int64_t Bt = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
   if (out.numel() == 0) return;
+  detail::check_epilogue("matmul", out, epilogue);
   const Shape& as = a.strides();
   const Shape& bs = b.strides();
   GA_CHECK(K >= 1 && as[2] == 1 && bs[1] == 1, ValueError, "matmul: the dot-product form needs both operands ",

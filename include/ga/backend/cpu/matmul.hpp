@@ -68,10 +68,9 @@ GA_CPU_KERNEL void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Te
     return;
   }
 #if GA_X86_F32_KERNELS
-  if (a.dtype() == DType::f32 && K >= 1) {
+  if (a.dtype() == DType::f32) {
     const F32Kernel path = f32_gemm_path(M, N, K, a.strides()[2] == 1 && b.strides()[1] == 1);
-    if (path == F32Kernel::Avx512Dot) {
-      detail::check_epilogue("matmul", out, epilogue);
+    if (path == F32Kernel::Avx512Dot && K >= 1) {
       f32_gemm::matmul_dot(a, b, out, epilogue);
       return;
     }
