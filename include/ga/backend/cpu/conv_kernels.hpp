@@ -111,7 +111,7 @@ GA_CPU_KERNEL void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Wi
     float* op = static_cast<float*>(out.raw_data());
     f32_gemm::for_each_product_range(N, 2.0 * double(P) * double(O) * double(CKK), [&](int64_t lo, int64_t hi,
                                                                                         int threads) {
-      const Tensor cols = detail::scratch_tensor({CKK, P}, x.dtype());
+      const Tensor cols = g.pointwise() ? Tensor() : detail::scratch_tensor({CKK, P}, x.dtype());
       const Tensor rows = detail::scratch_tensor({P, CKK}, x.dtype());
       for (int64_t n = lo; n < hi; ++n) {
         const float* image_cols = xp + n * C * H * W;  // a pointwise window's columns: the image

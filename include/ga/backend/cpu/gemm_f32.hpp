@@ -408,6 +408,15 @@ struct Epilogue {
   Activation activation = Activation::None;
 
   bool empty() const { return !row_bias && !col_bias && !residual && activation == Activation::None; }
+
+  /// Item i's part of e for a batch of [M, N] results stored one after another (row stride
+  /// N): the bias is shared by the batch, the residual is the item's own.
+  static Epilogue for_item(const MatmulEpilogue& e, int64_t M, int64_t N, int64_t i) {
+    const float* bias = e.bias.defined() ? static_cast<const float*>(e.bias.raw_data()) : nullptr;
+    const float* residual =
+        e.residual.defined() ? static_cast<const float*>(e.residual.raw_data()) + i * M * N : nullptr;
+    return Epilogue{e.bias_per_row ? bias : nullptr, e.bias_per_row ? nullptr : bias, residual, N, e.activation};
+  }
 };
 
 /// The part of an Epilogue the micro-kernel applies in registers, for one register tile:
@@ -698,16 +707,9 @@ inline void for_each_product_range(int64_t Bt, double flops, const F& run_range)
 template <class AOf, class BOf>
 inline void batched_gemm(int64_t Bt, int64_t M, int64_t N, int64_t K, const AOf& a_of, bool a_shared, const BOf& b_of,
                          float* cp, const MatmulEpilogue& epilogue) {
-  const float* bias = epilogue.bias.defined() ? static_cast<const float*>(epilogue.bias.raw_data()) : nullptr;
-  const float* residual =
-      epilogue.residual.defined() ? static_cast<const float*>(epilogue.residual.raw_data()) : nullptr;
-  // Item i's epilogue: the bias is shared by the batch, the residual is the item's own.
-  auto epilogue_of = [&](int64_t i) {
-    return Epilogue{epilogue.bias_per_row ? bias : nullptr, epilogue.bias_per_row ? nullptr : bias,
-                    residual ? residual + i * M * N : nullptr, N, epilogue.activation};
-  };
   auto run = [&](int64_t i, const PackedA& pa, bool pack, int threads) {
-    gemm(a_of(i), b_of(i), CLayout::matrix(cp + i * M * N, N, N), M, N, pa, pack, threads, epilogue_of(i));
+    gemm(a_of(i), b_of(i), CLayout::matrix(cp + i * M * N, N, N), M, N, pa, pack, threads,
+         Epilogue::for_item(epilogue, M, N, i));
   };
   const size_t abytes = packed_a_floats(M, K) * sizeof(float);
   for_each_product_range(Bt, 2.0 * double(M) * double(N) * double(K), [&](int64_t lo, int64_t hi, int threads) {

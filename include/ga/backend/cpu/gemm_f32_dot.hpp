@@ -227,15 +227,10 @@ inline void matmul_dot(const Tensor& a, const Tensor& b, const Tensor& out, cons
   const float* ap = static_cast<const float*>(a.raw_data());
   const float* bp = static_cast<const float*>(b.raw_data());
   float* cp = static_cast<float*>(out.raw_data());
-  const float* bias = epilogue.bias.defined() ? static_cast<const float*>(epilogue.bias.raw_data()) : nullptr;
-  const float* residual =
-      epilogue.residual.defined() ? static_cast<const float*>(epilogue.residual.raw_data()) : nullptr;
   for_each_product_range(Bt, 2.0 * double(M) * double(N) * double(K), [&](int64_t lo, int64_t hi, int threads) {
-    for (int64_t i = lo; i < hi; ++i) {
-      const Epilogue e{epilogue.bias_per_row ? bias : nullptr, epilogue.bias_per_row ? nullptr : bias,
-                       residual ? residual + i * M * N : nullptr, N, epilogue.activation};
-      dot_gemm(ap + i * as[0], as[1], bp + i * bs[0], bs[2], DotLayout{cp + i * M * N, N, 1}, M, N, K, threads, e);
-    }
+    for (int64_t i = lo; i < hi; ++i)
+      dot_gemm(ap + i * as[0], as[1], bp + i * bs[0], bs[2], DotLayout{cp + i * M * N, N, 1}, M, N, K, threads,
+               Epilogue::for_item(epilogue, M, N, i));
   });
 }
 
