@@ -514,3 +514,18 @@ TEST_CASE("image: a PNG with an empty IDAT chunk before its data decodes like th
   CHECK(got.height == want.height);
   CHECK(got.pixels == want.pixels);
 }
+
+TEST_CASE("image: a PNG chunk claiming more bytes than the file holds is refused before decoding") {
+  // Found by fuzz_image: an IDAT chunk claiming up to 1 GiB made stb grow its buffer to that
+  // size before reading; the chunk walk now refuses it, naming the file and the chunk.
+  const std::vector<uint8_t> good = read_bytes(kImageDir + "rgb8.png");
+  size_t pos = 8;  // first IDAT chunk
+  while (std::string(good.begin() + std::ptrdiff_t(pos + 4), good.begin() + std::ptrdiff_t(pos + 8)) != "IDAT")
+    pos += 12 + ((size_t(good[pos]) << 24) | (size_t(good[pos + 1]) << 16) | (size_t(good[pos + 2]) << 8) | good[pos + 3]);
+  std::vector<uint8_t> b = good;
+  b[pos] = 0x3f, b[pos + 1] = 0xff, b[pos + 2] = 0xff, b[pos + 3] = 0xff;
+  const std::string e = decode_error(b, "huge_idat.png");
+  CHECK(e.find("huge_idat.png") != std::string::npos);
+  CHECK(e.find("corrupt PNG") != std::string::npos);
+  CHECK(e.find("claims 1073741823 bytes") != std::string::npos);
+}

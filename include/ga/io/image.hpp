@@ -393,6 +393,23 @@ inline std::vector<uint8_t> png_without_empty_idat(const uint8_t* d, size_t size
   return out;
 }
 
+/// Why a PNG must not reach stb, or "" when it may: a chunk (up to IEND) whose length runs
+/// past the end of the data. stb grows its buffer for an IDAT chunk's claimed length before
+/// reading it, so a few hundred bytes claiming a gigabyte would make it allocate that much.
+inline std::string png_structure_error(const uint8_t* d, size_t size) {
+  size_t pos = 8;
+  while (size - pos >= 12) {
+    const size_t len = (size_t(d[pos]) << 24) | (size_t(d[pos + 1]) << 16) | (size_t(d[pos + 2]) << 8) | d[pos + 3];
+    const std::string type(reinterpret_cast<const char*>(d + pos + 4), 4);
+    if (len > size - pos - 12)
+      return "truncated or corrupt chunk at byte " + std::to_string(pos) + ": it claims " + std::to_string(len) +
+             " bytes, " + std::to_string(size - pos - 12) + " are left";
+    if (type == "IEND") break;
+    pos += 12 + len;
+  }
+  return "";
+}
+
 /// A PNG's IHDR bit depth and colour type; -1, -1 when the first chunk is not IHDR.
 struct PngHeader {
   int bit_depth = -1;
@@ -546,7 +563,11 @@ inline PilImage open_image(const uint8_t* data, size_t size, const std::string& 
   }
   std::vector<uint8_t> png_copy;
   const bool png = detail::is_png(data, size);
-  if (png) png_copy = detail::png_without_empty_idat(data, size);
+  if (png) {
+    const std::string why = detail::png_structure_error(data, size);
+    GA_CHECK(why.empty(), IOError, "image: cannot decode '", name, "': corrupt PNG (", why, ")");
+    png_copy = detail::png_without_empty_idat(data, size);
+  }
   if (!png_copy.empty()) data = png_copy.data(), size = png_copy.size(), len = int(size);
 
   int w = 0, h = 0, comp = 0;
