@@ -242,7 +242,8 @@ TEST_CASE("clip model: text EOT truncation equals the full-length computation") 
     CAPTURE(rows.size());
     const Tensor toks = row_subset(fx.tokens, rows);
     Trace trace;
-    const Tensor fast = m.encode_text(toks, &trace);
+    const Tensor traced = m.encode_text(toks, &trace);  // truncated, every block at every position
+    const Tensor fast = m.encode_text(toks);            // truncated, the last block at the EOTs only
     const Tensor full = m.encode_text(toks, nullptr, /*full_length=*/true);
     // The truncated run really is shorter: its first activation has expect_length positions.
     REQUIRE(!trace.empty());
@@ -250,7 +251,8 @@ TEST_CASE("clip model: text EOT truncation equals the full-length computation") 
     CHECK(trace.front().second.size(1) == expect_length);
     // Mathematically equal; numerically up to GEMM blocking, which depends on the row count
     // (measured: 0 to 8e-7 relative).
-    check_close(fast, full, "truncated vs full-length text features", 1e-5);
+    check_close(traced, full, "truncated vs full-length text features", 1e-5);
+    check_close(fast, full, "truncated, last block at the EOTs only, vs full-length text features", 1e-5);
     check_close(fast, row_subset(ref, rows), "truncated text features vs OpenAI");
   };
   int64_t longest_short = 0;
@@ -269,6 +271,33 @@ TEST_CASE("clip model: text EOT truncation equals the full-length computation") 
   check_close(m.encode_text(tensor(ids, {4, 77})), ref, "EOT-padded tokens");
   // i32 tokens work the same.
   check_close(m.encode_text(fx.tokens.to(i32)), ref, "i32 tokens");
+}
+
+TEST_CASE("clip model: the ViT's last block at the class token only equals the full computation") {
+  const Fixture& fx = fixture("vit");
+  for (DType wt : {f32, f16}) {
+    CAPTURE(dtype_name(wt));
+    const Model m = Model::from_tensors(fx.cfg, fx.weights_as(wt));
+    Trace trace;
+    const Tensor traced = m.encode_image(fx.images, &trace);  // every block at every position
+    const Tensor fast = m.encode_image(fx.images);            // the last block at the class token only
+    // The traced run computed the last block everywhere: its trace entry is [N, L, W].
+    const std::string last = "visual.transformer.resblocks." + std::to_string(fx.cfg.vision_layers[0] - 1);
+    bool seen = false;
+    for (const auto& [name, t] : trace)
+      if (name == last) {
+        seen = true;
+        CHECK(t.size(1) == (fx.cfg.image_resolution / fx.cfg.vision_patch_size) * (fx.cfg.image_resolution / fx.cfg.vision_patch_size) + 1);
+      }
+    CHECK(seen);
+    // Mathematically equal; numerically up to GEMM blocking, which depends on the row count.
+    check_close(fast, traced, "class token only vs every position", 1e-5);
+    if (wt == f32) check_close(fast, fx.ref.at("ref.image_features"), "class token only vs OpenAI");
+    // One image at a time, and any order, give the same rows.
+    for (int64_t i = 0; i < fx.images.size(0); ++i)
+      check_close(m.encode_image(fx.images.narrow(0, i, 1)), traced.narrow(0, i, 1),
+                  "image " + std::to_string(i) + " alone, class token only", 1e-5);
+  }
 }
 
 TEST_CASE("clip model: any batch size; rows are independent") {

@@ -83,6 +83,15 @@ inline Tensor multi_head_attention(const Tensor& q, const Tensor& k, const Tenso
   return o.permute({0, 2, 1, 3}).reshape({N, Lq, D});
 }
 
+/// x[n, pos[n]] for each sequence n of x [N, L, D] (contiguous f32): [N, D]. Requires
+/// pos.size() == N and 0 <= pos[n] < L.
+inline Tensor rows_at(const Tensor& x, const std::vector<int64_t>& pos) {
+  const int64_t N = x.size(0), L = x.size(1), D = x.size(2);
+  std::vector<int64_t> rows(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) rows[static_cast<size_t>(n)] = n * L + pos[static_cast<size_t>(n)];
+  return index_select(x.view({N * L, D}), 0, tensor(rows));
+}
+
 /// OpenAI's ResidualAttentionBlock: x + attn(ln_1(x)), then + c_proj(act(c_fc(ln_2(x)))),
 /// with attn's q, k, v projections stacked in in_proj_weight / in_proj_bias.
 struct ResidualBlockWeights {
@@ -112,6 +121,38 @@ struct ResidualBlockWeights {
     x = out_proj(a, {x});
     x = c_proj(c_fc(ln_2(x), {Tensor(), act}), {x});
   }
+
+  /// The block's output at one position per sequence: row n of the result [N, D] is
+  /// forward_inplace's x[n, pos[n]]. Requires x [N, L, D] contiguous and 0 <= pos[n] < L.
+  /// Every position still supplies keys and values, but only the N read positions get a
+  /// query, the output projection and the MLP: for the last block of a tower, whose output
+  /// is read at one token per sequence, that skips nearly 10/12 of the block's products.
+  /// Exact (the other positions' outputs reach nothing read); numerically equal up to the
+  /// products' blocking. `causal`: position pos[n] sees keys 0..pos[n] only.
+  Tensor forward_at(const Tensor& x, const std::vector<int64_t>& pos, int64_t heads, Activation act,
+                    bool causal) const {
+    const int64_t N = x.size(0), D = x.size(2);
+    const Tensor h = ln_1(x);
+    const Tensor kv = linear(h, in_proj_weight.narrow(0, D, 2 * D), in_proj_bias.narrow(0, D, 2 * D));  // [N, L, 2D]
+    const Tensor x_at = rows_at(x, pos).view({N, 1, D});
+    const Tensor q = linear(rows_at(h, pos).view({N, 1, D}), in_proj_weight.narrow(0, 0, D),
+                            in_proj_bias.narrow(0, 0, D));  // [N, 1, D]
+    Tensor a;
+    if (!causal) {
+      a = multi_head_attention(q, kv.narrow(-1, 0, D), kv.narrow(-1, D, D), heads, false);
+    } else {
+      // Sequence n's query is the last of the keys it may see, so its keys 0..pos[n] need no mask.
+      a = empty({N, 1, D});
+      for (int64_t n = 0; n < N; ++n) {
+        const Tensor kv_n = kv.narrow(0, n, 1).narrow(1, 0, pos[static_cast<size_t>(n)] + 1);
+        a.narrow(0, n, 1).copy_(
+            multi_head_attention(q.narrow(0, n, 1), kv_n.narrow(-1, 0, D), kv_n.narrow(-1, D, D), heads, false));
+      }
+    }
+    Tensor y = out_proj(a, {x_at});
+    y = c_proj(c_fc(ln_2(y), {Tensor(), act}), {y});
+    return y.view({N, D});
+  }
 };
 
 /// OpenAI's Transformer: a stack of residual blocks, all with the same head count.
@@ -133,6 +174,15 @@ struct TransformerWeights {
       blocks[i].forward_inplace(x, heads, act, causal);
       if (trace) trace->emplace_back(prefix + ".resblocks." + std::to_string(i), x.clone());
     }
+  }
+
+  /// The stack's output at one position per sequence, [N, D] (see
+  /// ResidualBlockWeights::forward_at): every block but the last runs on all of x [N, L, D]
+  /// (x is overwritten), the last only where it is read. Requires 0 <= pos[n] < L.
+  Tensor forward_at(Tensor& x, const std::vector<int64_t>& pos, int64_t heads, Activation act, bool causal) const {
+    if (blocks.empty()) return rows_at(x, pos);
+    for (size_t i = 0; i + 1 < blocks.size(); ++i) blocks[i].forward_inplace(x, heads, act, causal);
+    return blocks.back().forward_at(x, pos, heads, act, causal);
   }
 };
 

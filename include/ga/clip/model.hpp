@@ -126,6 +126,8 @@ class Model {
   ///           [N,L,W], visual.ln_post [N,W], visual [N,E]
   ///   ResNet: visual.avgpool (the stem's output), visual.layer<k>.<m> [N,C,H,W],
   ///           visual.attnpool [N,E], visual [N,E]
+  /// Without a trace, the ViT's last block is computed at the class token only, the one
+  /// position read (exact; equal to the traced result up to the products' rounding).
   Tensor encode_image(const Tensor& images, Trace* trace = nullptr) const {
     const int64_t R = cfg_->image_resolution;
     GA_CHECK(images.defined(), ValueError, "encode_image: images is an undefined tensor");
@@ -143,8 +145,10 @@ class Model {
 
   /// tokens [N, context_length] i32/i64 with ids < vocab_size -> [N, embed_dim] f32, not
   /// normalised. Errors: ShapeError (wrong context length), DTypeError, IndexError naming the
-  /// row and id out of range. Computes only up to the batch's last EOT position unless
-  /// full_length (the results agree; full_length exists to test that). Trace names:
+  /// row and id out of range. Computes only up to the batch's last EOT position, and the
+  /// last block only at each row's EOT, unless full_length (every position of every block,
+  /// as OpenAI does; the results agree, and full_length exists to test that). A trace also
+  /// computes the last block at every position, up to the last EOT. Trace names:
   /// text.embedding (token + positional) [N,L,D], transformer.resblocks.<i> [N,L,D], ln_final
   /// [N,L,D], text.pooled (ln_final at each row's EOT) [N,D], text [N,E]; L is the computed
   /// length (the batch's last EOT position + 1, or context_length with full_length).

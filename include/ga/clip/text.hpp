@@ -2,6 +2,7 @@
 // ln_final, the feature at each row's EOT token (its largest id, OpenAI's rule), then
 // @ text_projection. A batch is computed only up to its longest EOT position: under the
 // causal mask no later position can reach the feature read at an EOT, so this is exact.
+// Likewise the last block is computed only at each row's EOT, the one position read.
 #pragma once
 #include <algorithm>
 
@@ -80,7 +81,9 @@ struct TextTransformerWeights {
   }
 
   /// tokens [N, ctx] (validated here) -> [N, embed] f32. full_length computes every position
-  /// (OpenAI's way) instead of stopping at the batch's last EOT; the result is the same.
+  /// of every block (OpenAI's way) instead of stopping at the batch's last EOT and computing
+  /// the last block at the EOTs only; so does a trace (every position, to the last EOT). The
+  /// result is the same.
   Tensor forward(const Tensor& tokens, Trace* trace, bool full_length) const {
     const EotPositions eot = find_eot(tokens, context_length, vocab_size);
     const int64_t N = tokens.size(0), D = token_embedding.size(1);
@@ -89,13 +92,16 @@ struct TextTransformerWeights {
     Tensor x = embed(tokens.narrow(1, 0, L));  // [N, L, D], contiguous
     add_(x, positional_embedding.narrow(0, 0, L));
     if (trace) trace->emplace_back("text.embedding", x.clone());
-    transformer.forward_inplace(x, heads, act, /*causal=*/true, trace, "transformer");
-    if (trace) trace->emplace_back("ln_final", ln_final(x));
-    std::vector<int64_t> rows(static_cast<size_t>(N));
-    for (int64_t n = 0; n < N; ++n) rows[static_cast<size_t>(n)] = n * L + eot.eot[static_cast<size_t>(n)];
     // Layer norm is per position, so normalising only the EOT rows is the same as OpenAI's
     // ln_final over the whole sequence followed by the gather.
-    Tensor pooled = ln_final(index_select(x.view({N * L, D}), 0, tensor(rows)));  // [N, D]
+    Tensor pooled;  // [N, D]
+    if (trace || full_length) {  // every position of every block
+      transformer.forward_inplace(x, heads, act, /*causal=*/true, trace, "transformer");
+      if (trace) trace->emplace_back("ln_final", ln_final(x));
+      pooled = ln_final(rows_at(x, eot.eot));
+    } else {  // the last block only at each row's EOT
+      pooled = ln_final(transformer.forward_at(x, eot.eot, heads, act, /*causal=*/true));
+    }
     if (trace) trace->emplace_back("text.pooled", pooled);
     Tensor out = matmul(pooled, text_projection);
     if (trace) trace->emplace_back("text", out);

@@ -1,6 +1,7 @@
 // CLIP's Vision Transformer image tower (OpenAI's VisionTransformer), batch-first:
 // patch embedding (a bias-free strided convolution), class token, positional embedding,
-// ln_pre, pre-norm residual blocks, ln_post on the class token, then @ proj.
+// ln_pre, pre-norm residual blocks, ln_post on the class token, then @ proj. Without a
+// trace, the last block is computed at the class token only (exact: nothing else is read).
 #pragma once
 #include "blocks.hpp"
 #include "config.hpp"
@@ -44,8 +45,14 @@ struct VisionTransformerWeights {
     add_(x, positional_embedding);
     x = ln_pre(x);
     if (trace) trace->emplace_back("visual.ln_pre", x.clone());
-    transformer.forward_inplace(x, heads, act, /*causal=*/false, trace, "visual.transformer");
-    Tensor pooled = ln_post(x.select(1, 0));                              // [N, W]
+    Tensor pooled;                                                        // [N, W]
+    if (trace) {  // every position of every block, for the trace
+      transformer.forward_inplace(x, heads, act, /*causal=*/false, trace, "visual.transformer");
+      pooled = ln_post(x.select(1, 0));
+    } else {  // the last block only at the class token, the one position read
+      pooled = ln_post(transformer.forward_at(x, std::vector<int64_t>(static_cast<size_t>(N), 0), heads, act,
+                                              /*causal=*/false));
+    }
     if (trace) trace->emplace_back("visual.ln_post", pooled);
     Tensor out = matmul(pooled, proj);
     if (trace) trace->emplace_back("visual", out);
