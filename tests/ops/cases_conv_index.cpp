@@ -143,6 +143,8 @@ GA_OP_CASE(pool_case("3x2, stride [2, 1], padding 1, pad not counted", {1, 2, 7,
 GA_OP_CASE(pool_case("3x3 stride 1 padding 1, pad not counted (overlapping)", {2, 1, 4, 5}, {3, 3}, {1, 1}, {1, 1}, false));
 GA_OP_CASE(pool_case("global window", {1, 2, 5, 5}, {5, 5}, {0, 0}, {0, 0}, true));
 GA_OP_CASE(pool_case("1x1 window with stride 2 (subsampling), odd size", {1, 2, 5, 3}, {1, 1}, {2, 2}, {0, 0}, true));
+GA_OP_CASE(pool_case("2x2, default stride, odd size, rows wider than a vector", {1, 3, 7, 37}, {2, 2}, {0, 0}, {0, 0}, true));
+GA_OP_CASE(pool_case("2x2, stride 2, padding 1, pad not counted", {1, 2, 5, 6}, {2, 2}, {2, 2}, {1, 1}, false));
 GA_OP_CASE(pool_case("empty batch", {0, 2, 4, 4}, {2, 2}, {0, 0}, {0, 0}, true));
 
 Ref ref_adaptive(const Ref& x, A2 os) {
