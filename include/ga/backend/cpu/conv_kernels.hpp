@@ -119,7 +119,12 @@ GA_CPU_KERNEL void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Wi
           im2col(x.as_strided({C, H, W}, {H * W, W, 1}, x.offset() + n * C * H * W), g, cols);
           image_cols = static_cast<const float*>(cols.raw_data());
         }
-        f32_gemm::transpose_matrix(image_cols, CKK, P, P, static_cast<float*>(rows.raw_data()), CKK);
+        // Split over the window's depth in 16-deep blocks when this product has the threads.
+        float* rp = static_cast<float*>(rows.raw_data());
+        parallel_for(0, (CKK + 15) / 16, threads > 1 ? 1 : (CKK + 15) / 16, [&](int64_t lo, int64_t hi) {
+          const int64_t r0 = lo * 16, r1 = std::min(CKK, hi * 16);
+          f32_gemm::transpose_matrix(image_cols + r0 * P, r1 - r0, P, P, rp + r0, CKK);
+        });
         const f32_gemm::Epilogue ep{nullptr, bias, residual ? residual + n * O * P : nullptr, 0, e.activation};
         f32_gemm::dot_gemm(static_cast<const float*>(rows.raw_data()), CKK, static_cast<const float*>(w.raw_data()),
                            w.strides()[0], f32_gemm::DotLayout{op + n * O * P, 1, P}, P, O, CKK, threads, ep);
