@@ -156,6 +156,17 @@ GA_OP_CASE([] {
   c.reference = [](const std::vector<Ref>& x) { return ref_layer_norm(x[0], 8, &x[1], nullptr, 1e-5); };
   return c;
 }());
+GA_OP_CASE([] {
+  OpCase c;
+  c.op = "layer_norm";
+  // The mean's rounding (half an ulp of 1001 is 3e-5) divided by the spread (0.6) would give
+  // 5e-5 errors; the corrected two-pass mean removes it.
+  c.name = "layer_norm, rows offset 1000 times their spread";
+  c.shapes = {{I::f({4, 16}, 1000, 1002)}};
+  c.fn = [](const std::vector<Tensor>& x) { return layer_norm(x[0], {16}); };
+  c.reference = [](const std::vector<Ref>& x) { return ref_layer_norm(x[0], 16, nullptr, nullptr, 1e-5); };
+  return c;
+}());
 
 // ---- batch_norm ----
 
