@@ -86,7 +86,7 @@ struct TextTransformerWeights {
   /// result is the same.
   Tensor forward(const Tensor& tokens, Trace* trace, bool full_length) const {
     const EotPositions eot = find_eot(tokens, context_length, vocab_size);
-    const int64_t N = tokens.size(0), D = token_embedding.size(1);
+    const int64_t N = tokens.size(0);
     const int64_t L = full_length ? context_length : eot.length;
     if (N == 0) return empty({0, text_projection.size(1)});
     Tensor x = embed(tokens.narrow(1, 0, L));  // [N, L, D], contiguous
