@@ -1,6 +1,7 @@
 // The f32 matrix product on each CPU path this machine runs (our packed AVX-512 kernel, its
-// dot-product form, Eigen's GEMM) against a naive double-precision loop: edge shapes around
-// the packed kernel's 12 x 32 register block and its 384-deep k blocks, and the dot form's
+// dot-product form, our packed AVX2 kernel, Eigen's GEMM) against a naive double-precision
+// loop: edge shapes around the packed kernels' register blocks (12 x 32 and 6 x 16) and their
+// k blocks (384 and 256 deep), and the dot form's
 // 4 x 6 tile and 1024-deep k chunks, transposed, strided and broadcast operands, the
 // batched paths (one product per thread, a broadcast weight packed once), 1 and 2 threads.
 // The bound is the f32 accumulation error: about sqrt(K) ulps of sum |a| |b|.
@@ -24,7 +25,9 @@ std::vector<F32Kernel> runnable_paths() {
   if (ga::backend::cpu::f32_kernel_supported(F32Kernel::Avx512)) {
     ks.push_back(F32Kernel::Avx512);
     ks.push_back(F32Kernel::Avx512Dot);  // products whose operands both run along k; packed otherwise
-  } else MESSAGE("f32 AVX-512 kernel not supported here: only Eigen is tested");
+  } else MESSAGE("f32 AVX-512 kernels not supported here: not tested");
+  if (ga::backend::cpu::f32_kernel_supported(F32Kernel::Avx2)) ks.push_back(F32Kernel::Avx2);
+  else MESSAGE("f32 AVX2 kernel not supported here: not tested");
   return ks;
 }
 
@@ -132,13 +135,22 @@ TEST_CASE("gemm f32: the paths and their selection") {
       threw = true;
     }
     CHECK(threw);
-    CHECK(f32_gemm_path(800, 768, 768) == F32Kernel::Eigen);
-    CHECK(f32_gemm_path(50, 3072, 768, true) == F32Kernel::Eigen);
+    // Auto: the AVX2 packed kernel for big products where the CPU has it (no dot form).
+    const F32Kernel packed = f32_kernel_supported(F32Kernel::Avx2) ? F32Kernel::Avx2 : F32Kernel::Eigen;
+    CHECK(f32_gemm_path(800, 768, 768) == packed);
+    CHECK(f32_gemm_path(50, 3072, 768, true) == packed);
+    CHECK(f32_gemm_path(2, 3, 4) == F32Kernel::Eigen);
+    CHECK(f32_gemm_path(512, 49, 4608) == F32Kernel::Eigen);
+  }
+  if (f32_kernel_supported(F32Kernel::Avx2)) {
+    PathScope s(F32Kernel::Avx2, 2);
+    CHECK(f32_gemm_path(1, 1, 1) == F32Kernel::Avx2);
+    CHECK(f32_gemm_path(50, 3072, 768, true) == F32Kernel::Avx2);
   }
 }
 
 TEST_CASE("gemm f32: edge shapes, row-major and transposed operands, 1 and 2 threads") {
-  const std::vector<int64_t> sizes{1, 15, 17, 33, 65, 127, 1000};
+  const std::vector<int64_t> sizes{1, 6, 7, 15, 17, 33, 65, 127, 1000};
   ga::Generator g(5);
   for (F32Kernel k : runnable_paths()) {
     for (int threads : {1, 2}) {
@@ -256,24 +268,23 @@ TEST_CASE("gemm f32: batched products, broadcast batch operands, K = 0") {
   }
 }
 
-TEST_CASE("gemm f32: the kernel and Eigen agree on a conv2d and a linear layer") {
-  if (!ga::backend::cpu::f32_kernel_supported(F32Kernel::Avx512)) return;
+TEST_CASE("gemm f32: the kernels and Eigen agree on a conv2d and a linear layer") {
   ga::Generator g(8);
   const Tensor x = ga::randn({2, 8, 14, 14}, g), w = ga::randn({40, 8, 3, 3}, g);
   const Tensor xl = ga::randn({50, 96}, g), wl = ga::randn({130, 96}, g);
-  Tensor ck, ce, lk, le;
-  {
-    PathScope s(F32Kernel::Avx512, 2);
-    ck = ga::conv2d(x, w, Tensor(), {1, 1}, {1, 1});
-    lk = ga::linear(xl, wl);
-  }
+  Tensor ce, le;
   {
     PathScope s(F32Kernel::Eigen, 2);
     ce = ga::conv2d(x, w, Tensor(), {1, 1}, {1, 1});
     le = ga::linear(xl, wl);
   }
-  CHECK(ga::max(ga::abs(ck - ce)).item<float>() < 1e-4f);
-  CHECK(ga::max(ga::abs(lk - le)).item<float>() < 1e-4f);
+  for (F32Kernel k : {F32Kernel::Avx512, F32Kernel::Avx2}) {
+    if (!ga::backend::cpu::f32_kernel_supported(k)) continue;
+    PathScope s(k, 2);
+    INFO(ga::backend::cpu::f32_kernel_name(k));
+    CHECK(ga::max(ga::abs(ga::conv2d(x, w, Tensor(), {1, 1}, {1, 1}) - ce)).item<float>() < 1e-4f);
+    CHECK(ga::max(ga::abs(ga::linear(xl, wl) - le)).item<float>() < 1e-4f);
+  }
 }
 
 namespace {
@@ -511,6 +522,15 @@ TEST_CASE("gemm f32: conv2d (the implicit GEMM and the im2col path) against a di
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 64, 7, 7}), ga::empty({512, 64}), w1) == ConvPath::Pointwise);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 7, 7}), w.t().contiguous().t(), w3) == ConvPath::Columns);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({2, 512, 7, 7}), wp, w1) == ConvPath::Implicit);
+  } else if (f32_kernel_supported(F32Kernel::Avx2)) {
+    // Auto without AVX-512: the AVX2 kernel where a product has 64 columns or more (no dot
+    // form, so a lone 7 x 7 output takes im2col and Eigen).
+    const ga::backend::Window2d w3{3, 3, 1, 1, 1, 1};
+    const Tensor w = ga::empty({512, 512 * 9});
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({16, 512, 7, 7}), w, w3) == ConvPath::Implicit);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 7, 7}), w, w3) == ConvPath::Columns);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w, w3) == ConvPath::Implicit);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w.to(ga::DType::bf16), w3) == ConvPath::Columns);
   }
   for (F32Kernel k : runnable_paths()) {
     for (int threads : {1, 2}) {
@@ -523,7 +543,7 @@ TEST_CASE("gemm f32: conv2d (the implicit GEMM and the im2col path) against a di
         const bool pointwise = c.kh == 1 && c.kw == 1 && c.sh == 1 && c.sw == 1 && c.ph == 0 && c.pw == 0;
         // The forced kernel computes every convolution without im2col, as one product.
         // The forced dot form computes every convolution as rows @ w^T, image by image.
-        if (k == F32Kernel::Avx512) CHECK(path == ConvPath::Implicit);
+        if (k == F32Kernel::Avx512 || k == F32Kernel::Avx2) CHECK(path == ConvPath::Implicit);
         else if (k == F32Kernel::Avx512Dot) CHECK(path == ConvPath::Rows);
         else CHECK(path == (pointwise ? ConvPath::Pointwise : ConvPath::Columns));
         for (const Parts& p : parts) {
@@ -544,20 +564,23 @@ TEST_CASE("gemm f32: conv2d (the implicit GEMM and the im2col path) against a di
 }
 
 TEST_CASE("gemm f32: the fused ReLU keeps NaN as the unfused one does") {
-  if (!ga::backend::cpu::f32_kernel_supported(F32Kernel::Avx512)) return;
-  PathScope s(F32Kernel::Avx512, 1);
-  ga::Generator g(10);
-  const int64_t M = 24, K = 40, N = 64;
-  const Tensor a = ga::randn({1, M, K}, g), b = ga::randn({1, K, N}, g);
-  std::vector<float> r(size_t(M * N), 0.0f);
-  r[5] = std::nanf("");
-  r[100] = -std::numeric_limits<float>::infinity();
-  ga::backend::MatmulEpilogue e;
-  e.residual = ga::tensor(r, {1, M, N});
-  e.activation = ga::Activation::Relu;
-  Tensor out = ga::empty({1, M, N});
-  ga::backend::of(out).matmul(a, b, out, e);
-  const std::vector<float> o = out.to_vector<float>();
-  CHECK(std::isnan(o[5]));
-  CHECK(o[100] == 0.0f);
+  for (F32Kernel k : {F32Kernel::Avx512, F32Kernel::Avx2}) {
+    if (!ga::backend::cpu::f32_kernel_supported(k)) continue;
+    PathScope s(k, 1);
+    INFO(ga::backend::cpu::f32_kernel_name(k));
+    ga::Generator g(10);
+    const int64_t M = 24, K = 40, N = 64;
+    const Tensor a = ga::randn({1, M, K}, g), b = ga::randn({1, K, N}, g);
+    std::vector<float> r(size_t(M * N), 0.0f);
+    r[5] = std::nanf("");
+    r[100] = -std::numeric_limits<float>::infinity();
+    ga::backend::MatmulEpilogue e;
+    e.residual = ga::tensor(r, {1, M, N});
+    e.activation = ga::Activation::Relu;
+    Tensor out = ga::empty({1, M, N});
+    ga::backend::of(out).matmul(a, b, out, e);
+    const std::vector<float> o = out.to_vector<float>();
+    CHECK(std::isnan(o[5]));
+    CHECK(o[100] == 0.0f);
+  }
 }

@@ -17,7 +17,7 @@ namespace ga::backend::cpu {
 /// How CpuBackend::conv2d computes a convolution.
 enum class ConvPath {
   Pointwise,  // 1x1, stride 1, no padding, not Implicit: the images are the column matrices; one matmul
-  Implicit,   // the AVX-512 f32 GEMM over the whole batch, packing the columns straight from the images
+  Implicit,   // a packed f32 GEMM over the whole batch, packing the columns straight from the images
   Columns,    // im2col into scratch (a chunk of images at a time), then matmul
   Rows,       // few output positions: each window a row, out^T = rows @ w^T in dot-product form
 };
@@ -36,15 +36,18 @@ inline const char* conv_path_name(ConvPath p) {
 /// Rows where the dot-product form computes the transposed product rows @ w^T, a row per
 /// output position of the batch (f32_gemm_path with both operands along k: up to 64
 /// positions, one 7 x 7 output, with deep enough windows); else the implicit GEMM wherever
-/// the packed f32 AVX-512 kernel computes w @ [im2col(x[0]) ... im2col(x[B-1])] (with the
-/// batch's columns side by side).
+/// a packed f32 kernel (AVX-512 or AVX2) computes w @ [im2col(x[0]) ... im2col(x[B-1])] (with
+/// the batch's columns side by side).
 inline ConvPath conv2d_path(const Tensor& x, const Tensor& w, const Window2d& g) {
   const int64_t columns = x.size(0) * g.out_h(x.size(2)) * g.out_w(x.size(3));
   const bool f32 = GA_X86_F32_KERNELS && x.dtype() == DType::f32 && w.dtype() == DType::f32;
   if (f32 && w.strides()[1] == 1 &&
       f32_gemm_path(columns, w.size(0), w.size(1), /*k_contiguous=*/true) == F32Kernel::Avx512Dot)
     return ConvPath::Rows;
-  if (f32 && f32_gemm_path(w.size(0), columns, w.size(1)) == F32Kernel::Avx512) return ConvPath::Implicit;
+  if (f32) {
+    const F32Kernel packed = f32_gemm_path(w.size(0), columns, w.size(1));
+    if (packed == F32Kernel::Avx512 || packed == F32Kernel::Avx2) return ConvPath::Implicit;
+  }
   if (g.pointwise()) return ConvPath::Pointwise;
   return ConvPath::Columns;
 }
@@ -91,7 +94,7 @@ GA_CPU_KERNEL void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Wi
   const ConvPath path = conv2d_path(x, w, g);
 #if GA_X86_F32_KERNELS
   if (path == ConvPath::Implicit) {
-    f32_gemm::conv2d(x, w, g, out, e);
+    f32_gemm::packed_conv2d(f32_gemm_path(O, N * P, CKK), x, w, g, out, e);
     return;
   }
 #endif
@@ -123,7 +126,7 @@ GA_CPU_KERNEL void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Wi
         float* rp = static_cast<float*>(rows.raw_data());
         parallel_for(0, (CKK + 15) / 16, threads > 1 ? 1 : (CKK + 15) / 16, [&](int64_t lo, int64_t hi) {
           const int64_t r0 = lo * 16, r1 = std::min(CKK, hi * 16);
-          f32_gemm::transpose_matrix(image_cols + r0 * P, r1 - r0, P, P, rp + r0, CKK);
+          f32_gemm::avx512::transpose_matrix(image_cols + r0 * P, r1 - r0, P, P, rp + r0, CKK);
         });
         const f32_gemm::Epilogue ep{nullptr, bias, residual ? residual + n * O * P : nullptr, 0, e.activation};
         f32_gemm::dot_gemm(static_cast<const float*>(rows.raw_data()), CKK, static_cast<const float*>(w.raw_data()),

@@ -61,7 +61,7 @@ GA_TARGET_AVX512F inline void dot_tile(int64_t kc, const float* a, int64_t lda, 
     }
   }
   if (k < kc) {  // the last kc % 16 values of k
-    const __mmask16 m = first_lanes(kc - k);
+    const __mmask16 m = avx512::first_lanes(kc - k);
     __m512 wv[NR];
     for (int j = 0; j < NR; ++j) wv[j] = _mm512_maskz_loadu_ps(m, w + j * ldw + k);
     for (int r = 0; r < MR; ++r) {
@@ -113,7 +113,7 @@ GA_TARGET_AVX512F inline void dot_epilogue_run(float* v, const float* residual, 
                                                const float* across, bool across_first, Activation activation) {
   if (along || across || residual)
     for (int64_t i = 0; i < n; i += 16) {
-      const __mmask16 m = first_lanes(n - i);
+      const __mmask16 m = avx512::first_lanes(n - i);
       __m512 x = _mm512_maskz_loadu_ps(m, v + i);
       if (across && across_first) x = _mm512_add_ps(x, _mm512_set1_ps(*across));
       if (along) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, along + i));

@@ -74,8 +74,8 @@ GA_CPU_KERNEL void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Te
       f32_gemm::matmul_dot(a, b, out, epilogue);
       return;
     }
-    if (path == F32Kernel::Avx512) {
-      f32_gemm::matmul(a, b, out, epilogue);
+    if (path == F32Kernel::Avx512 || path == F32Kernel::Avx2) {
+      f32_gemm::packed_matmul(path, a, b, out, epilogue);
       return;
     }
   }

@@ -1,0 +1,83 @@
+// The packing of a convolution's implicit B, shared by the packed f32 product's leaves
+// (gemm_f32_avx512.hpp, gemm_f32_avx2.hpp): each includes this file inside its own
+// namespace, with GA_F32_TARGET its target attribute, so that the one text is compiled for
+// each instruction set and inlines that set's kNR, copy_run, zero_row and copy_row.
+// No include guard: it is meant to be included once per leaf namespace.
+
+/// Packs rows k in [k0, k0 + kc) and columns n in [n0, n0 + nc) of a convolution's
+/// implicit B (src.images set) as pack_panels packs B^T: kNR-wide k-major panels, columns
+/// past nc zero.
+///
+/// A pointwise window: B's row k is channel k of each image, so for each k (outermost, so
+/// that each channel is read in order, as the hardware prefetcher expects) every panel is
+/// copied from one image, or two where it spans an image's end.
+///
+/// Other windows: each panel's columns are cut once into runs that stay in one output row
+/// of one image; then for each k every run is one strided read of an image row, clipped to
+/// the columns whose input lies inside the image (the rest stays zero: the padding). Panel
+/// by panel: a panel's rows k read the same few image rows again and again (3 x 3 windows
+/// step along kj, then ki), which then stay in L1.
+GA_F32_TARGET inline void pack_conv_panels(const BSource& src, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                                               float* out) {
+  const Window2d& g = src.window;
+  const int64_t KK = g.kh * g.kw, plane = src.H * src.W;
+  if (g.pointwise()) {
+    for (int64_t k = 0; k < kc; ++k) {
+      const int64_t channel = (k0 + k) * plane;
+      for (int64_t col = 0; col < nc; col += kNR) {
+        float* dst = out + col * kc + k * kNR;
+        const int64_t n = n0 + col, p = n % src.P, cols = std::min(kNR, nc - col);
+        const float* s = src.images + n / src.P * src.image_size + channel + p;
+        if (cols == kNR && p + kNR <= src.P) {  // the common case: kNR values in a row
+          copy_row(dst, s);
+          continue;
+        }
+        zero_row(dst);
+        for_each_image_piece(src.P, src.image_size, n, cols,
+                             [&](int64_t offset, int64_t pp, int64_t slot, int64_t len) {
+                               copy_run(src.images + offset + channel + pp, 1, len, dst + slot);
+                             });
+      }
+    }
+    return;
+  }
+  struct Run {
+    const float* image;         // the run's image
+    int64_t slot, len, oh, ow;  // panel columns [slot, slot + len) are output (oh, ow .. ow + len)
+  };
+  for (int64_t q = 0; q * kNR < nc; ++q) {
+    Run runs[kNR];
+    int nruns = 0;
+    const int64_t cols = std::min(kNR, nc - q * kNR);
+    for (int64_t slot = 0; slot < cols;) {
+      const int64_t n = n0 + q * kNR + slot, p = n % src.P, oh = p / src.OW, ow = p % src.OW;
+      const int64_t len = std::min(cols - slot, src.OW - ow);
+      runs[nruns++] = Run{src.images + n / src.P * src.image_size, slot, len, oh, ow};
+      slot += len;
+    }
+    float* o = out + q * kNR * kc;
+    int64_t c = k0 / KK, ki = k0 % KK / g.kw, kj = k0 % g.kw;
+    for (int64_t k = 0; k < kc; ++k) {
+      float* dst = o + k * kNR;
+      zero_row(dst);
+      // Output columns whose input column lies inside the image: [ow_lo, ow_hi).
+      const int64_t ow_lo = std::max<int64_t>(0, (g.pw - kj + g.sw - 1) / g.sw);
+      const int64_t ow_hi = (src.W + g.pw - kj + g.sw - 1) / g.sw;
+      for (int r = 0; r < nruns; ++r) {
+        const Run& run = runs[r];
+        const int64_t ih = run.oh * g.sh - g.ph + ki;
+        const int64_t a = std::max(run.ow, ow_lo), b = std::min(run.ow + run.len, ow_hi);
+        if (ih < 0 || ih >= src.H || a >= b) continue;
+        copy_run(run.image + c * plane + ih * src.W + a * g.sw - g.pw + kj, g.sw, b - a,
+                 dst + run.slot + (a - run.ow));
+      }
+      if (++kj == g.kw) {
+        kj = 0;
+        if (++ki == g.kh) {
+          ki = 0;
+          ++c;
+        }
+      }
+    }
+  }
+}
