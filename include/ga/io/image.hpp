@@ -373,22 +373,42 @@ inline std::string jpeg_structure_error(const uint8_t* d, size_t size) {
   return "";
 }
 
+/// One chunk of a PNG: its 4-byte length field at d[pos], its type at d[pos + 4], then `len`
+/// data bytes and a CRC; `fits` when all 12 + len bytes lie within the data.
+struct PngChunk {
+  size_t pos, len;
+  const uint8_t* type;
+  bool fits;
+  bool is(const char* name) const { return std::equal(type, type + 4, name); }
+};
+
+/// Calls visit(chunk) for each chunk after the 8-byte signature (size >= 8), in order, while
+/// 12 bytes (a chunk's frame) are left, until visit returns false or after the first chunk
+/// that does not fit. Reads nothing past d[size - 1].
+template <class Visit>
+void for_each_png_chunk(const uint8_t* d, size_t size, Visit visit) {
+  for (size_t pos = 8; size - pos >= 12;) {
+    const size_t len = (size_t(d[pos]) << 24) | (size_t(d[pos + 1]) << 16) | (size_t(d[pos + 2]) << 8) | d[pos + 3];
+    const PngChunk chunk{pos, len, d + pos + 4, len <= size - pos - 12};
+    if (!visit(chunk) || !chunk.fits) return;
+    pos += 12 + len;
+  }
+}
+
 /// The bytes stb should decode for a PNG: stb 2.27 memcpy's into a null buffer when a
 /// zero-length IDAT chunk comes before any image data (undefined behaviour, though zero
 /// bytes are copied). Such chunks carry nothing, so a copy without them is returned; an
 /// empty vector when there are none. stb does not check CRCs, so nothing else changes.
 inline std::vector<uint8_t> png_without_empty_idat(const uint8_t* d, size_t size) {
   std::vector<uint8_t> out;
-  size_t pos = 8, copied = 0;
-  while (size - pos >= 12) {
-    const size_t len = (size_t(d[pos]) << 24) | (size_t(d[pos + 1]) << 16) | (size_t(d[pos + 2]) << 8) | d[pos + 3];
-    if (len > size - pos - 12) break;
-    if (len == 0 && std::equal(d + pos + 4, d + pos + 8, "IDAT")) {
-      out.insert(out.end(), d + copied, d + pos);
-      copied = pos + 12;
+  size_t copied = 0;
+  for_each_png_chunk(d, size, [&](const PngChunk& c) {
+    if (c.fits && c.len == 0 && c.is("IDAT")) {
+      out.insert(out.end(), d + copied, d + c.pos);
+      copied = c.pos + 12;
     }
-    pos += 12 + len;
-  }
+    return true;
+  });
   if (copied > 0) out.insert(out.end(), d + copied, d + size);
   return out;
 }
@@ -397,17 +417,14 @@ inline std::vector<uint8_t> png_without_empty_idat(const uint8_t* d, size_t size
 /// past the end of the data. stb grows its buffer for an IDAT chunk's claimed length before
 /// reading it, so a few hundred bytes claiming a gigabyte would make it allocate that much.
 inline std::string png_structure_error(const uint8_t* d, size_t size) {
-  size_t pos = 8;
-  while (size - pos >= 12) {
-    const size_t len = (size_t(d[pos]) << 24) | (size_t(d[pos + 1]) << 16) | (size_t(d[pos + 2]) << 8) | d[pos + 3];
-    const std::string type(reinterpret_cast<const char*>(d + pos + 4), 4);
-    if (len > size - pos - 12)
-      return "truncated or corrupt chunk at byte " + std::to_string(pos) + ": it claims " + std::to_string(len) +
-             " bytes, " + std::to_string(size - pos - 12) + " are left";
-    if (type == "IEND") break;
-    pos += 12 + len;
-  }
-  return "";
+  std::string why;
+  for_each_png_chunk(d, size, [&](const PngChunk& c) {
+    if (!c.fits)
+      why = "truncated or corrupt chunk at byte " + std::to_string(c.pos) + ": it claims " + std::to_string(c.len) +
+            " bytes, " + std::to_string(size - c.pos - 12) + " are left";
+    return c.fits && !c.is("IEND");
+  });
+  return why;
 }
 
 /// A PNG's IHDR bit depth and colour type; -1, -1 when the first chunk is not IHDR.
