@@ -47,7 +47,7 @@ OpCase reduction(const char* op, const RedSpec& r, std::function<Tensor(const Te
                  std::function<double(const std::vector<double>&)> fold) {
   OpCase c;
   c.op = op;
-  c.name = cat(op, " over ", shape_str(r.dims), r.keepdim ? " keepdim" : "");
+  c.name = cat(op, " of ", shape_str(r.shape), " over ", shape_str(r.dims), r.keepdim ? " keepdim" : "");
   c.shapes = {{I::f(r.shape)}};
   c.fn = [f, r](const std::vector<Tensor>& x) { return f(x[0], r.dims, r.keepdim); };
   c.reference = [r, fold](const std::vector<Ref>& x) { return ref_reduce(x[0], r.dims, r.keepdim, fold); };
