@@ -11,6 +11,7 @@
 // unless a kernel says otherwise. Kernels validate data-dependent input themselves
 // (index ranges) and throw ga::IndexError naming the op.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <memory>
 
@@ -46,6 +47,17 @@ struct Window2d {
   /// 1x1, unit stride, no padding: the image's channels are its im2col matrix's rows.
   bool pointwise() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
 };
+
+/// Elements of im2col scratch per chunk of images (a backend's forward on its Columns path,
+/// conv2d's backward): bounds the extra memory a large batch needs while keeping each
+/// product big enough to use every thread.
+inline constexpr int64_t kIm2colScratchElements = int64_t(1) << 23;
+
+/// Images per chunk (at least 1, at most N) whose im2col matrices of per_image elements each
+/// fit kIm2colScratchElements.
+inline int64_t im2col_chunk(int64_t N, int64_t per_image) {
+  return std::max<int64_t>(1, std::min<int64_t>(N, kIm2colScratchElements / std::max<int64_t>(per_image, 1)));
+}
 
 /// The activation a matrix product can apply to its results before storing them.
 enum class Activation {

@@ -13,15 +13,6 @@ GA_REGISTER_OP(conv2d, "conv")
 GA_REGISTER_OP(avg_pool2d, "conv")
 GA_REGISTER_OP(adaptive_avg_pool2d, "conv")
 
-/// Elements of im2col scratch per chunk of images: bounds the extra memory a large
-/// batch needs while keeping each GEMM big enough to use every thread.
-inline constexpr int64_t kConvScratchElements = int64_t(1) << 23;
-
-/// Images per chunk so that a chunk's columns [B, C*kh*kw, OH*OW] fit the scratch budget.
-inline int64_t conv_chunk(int64_t N, int64_t per_image) {
-  return std::max<int64_t>(1, std::min<int64_t>(N, kConvScratchElements / std::max<int64_t>(per_image, 1)));
-}
-
 /// The im2col matrix [B, C*kh*kw, OH*OW] of images [n0, n0 + B) of contiguous x. A 1x1
 /// kernel with unit stride and no padding is x itself, viewed without a copy.
 inline Tensor conv_columns(const Tensor& x, const backend::Window2d& g, int64_t n0, int64_t B) {
@@ -88,7 +79,7 @@ inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(
     const int64_t N = xc.size(0), C = xc.size(1), H = xc.size(2), W = xc.size(3);
     const int64_t O = wm.size(0), CKK = wm.size(1), P = gy.size(2) * gy.size(3);
     const Tensor g3 = gy.contiguous().view({N, O, P});
-    const int64_t chunk = ops::conv_chunk(N, CKK * P);
+    const int64_t chunk = backend::im2col_chunk(N, CKK * P);
     const bool pointwise = g.pointwise();
     Tensor gx, gw, gb;
     if (n[0]) {

@@ -61,10 +61,6 @@ namespace detail {
 /// Rows of work per thread so that each chunk touches at least ~32K elements.
 inline int64_t grain_for(int64_t per_item) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(per_item, 1)); }
 
-/// Elements of im2col scratch per chunk of images on the Columns path: bounds the extra
-/// memory a large batch needs while keeping each product big enough to use every thread.
-inline constexpr int64_t kColumnScratchElements = int64_t(1) << 23;
-
 /// An uninitialised contiguous host tensor, outside autograd.
 inline Tensor scratch_tensor(const Shape& shape, DType dtype) {
   auto impl = std::make_shared<TensorImpl>();
@@ -136,7 +132,7 @@ GA_CPU_KERNEL void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Wi
     return;
   }
 #endif
-  const int64_t chunk = std::max<int64_t>(1, std::min(N, detail::kColumnScratchElements / std::max<int64_t>(CKK * P, 1)));
+  const int64_t chunk = im2col_chunk(N, CKK * P);
   const Tensor cols = detail::scratch_tensor({chunk, CKK, P}, x.dtype());
   for (int64_t n0 = 0; n0 < N; n0 += chunk) {
     const int64_t B = std::min(chunk, N - n0);
