@@ -164,6 +164,19 @@ TEST_CASE("tokenizer: a small merges file gives the BPE the reference would") {
   CHECK(ids2[1] == 256 + 65);  // 'b</w>'
 }
 
+TEST_CASE("tokenizer: a repeated merge resolves as the reference's dicts do") {
+  // The reference builds encoder = dict(zip(vocab, ids)) and bpe_ranks = dict(zip(merges,
+  // ranks)), so for a merge listed twice the later entry wins both: "ab" is id 512 + 2 = 514
+  // (not 512) and its rank is 2. simple_tokenizer.py from the openai-clip package, given this
+  // file gzipped, encodes "abx" as [514, 343].
+  auto tok = ga::clip::Tokenizer::from_merges_text("#version: test\na b\nc d\na b\n");
+  CHECK(tok.vocab_size() == 512 + 3 + 2);
+  auto ids = tok.encode("abx");
+  REQUIRE(ids.size() == 2);
+  CHECK(ids[0] == 514);
+  CHECK(ids[1] == 256 + ('x' - '!'));  // 'x</w>'
+}
+
 TEST_CASE("tokenizer: malformed merges files are IOErrors naming the line") {
   auto expect_io = [](const std::string& text, const std::string& needle) {
     try {

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <queue>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -1136,8 +1137,6 @@ class Tokenizer {
     int extra = 0;
     for (int b = 0; b < 256; ++b)
       if (!printable(b)) order.push_back(b), byte_char[b] = static_cast<char32_t>(256 + extra++);
-    std::unordered_map<char32_t, int> char_byte;
-    for (int b = 0; b < 256; ++b) char_byte[byte_char[b]] = b;
 
     std::vector<std::string> names;  // vocabulary entries in the byte-to-unicode alphabet
     for (int i = 0; i < 256; ++i) {
@@ -1150,80 +1149,73 @@ class Tokenizer {
       names.push_back(names[i] + "</w>");
       vocab_bytes_.push_back(vocab_bytes_[i] + "</w>");
     }
-    std::unordered_map<std::string, int32_t> encoder;
-    for (size_t i = 0; i < names.size(); ++i) encoder[names[i]] = static_cast<int32_t>(i);
-
-    // Raw bytes of a symbol (with a trailing "</w>" kept as text), or false if it is not
-    // written in the byte-to-unicode alphabet.
-    auto symbol_bytes = [&](const std::string& sym, std::string& out) {
-      out.clear();
-      std::string core = sym;
-      bool eow = core.size() >= 4 && core.compare(core.size() - 4, 4, "</w>") == 0;
-      if (eow) core.resize(core.size() - 4);
-      detail::U32 u;
-      try {
-        u = detail::utf8_decode_strict(core);
-      } catch (const ValueError&) {
-        return false;
-      }
-      for (char32_t c : u) {
-        auto it = char_byte.find(c);
-        if (it == char_byte.end()) return false;
-        out.push_back(static_cast<char>(it->second));
-      }
-      if (eow) out += "</w>";
-      return true;
+    // The reference's encoder dict (name -> id) as an open-addressed table of ids into
+    // names: no node or key string per entry, which the 48894 lookups and inserts of a load
+    // otherwise spend most of their time allocating and chasing. Every name is written in
+    // the byte-to-unicode alphabet and vocab_bytes_[id] is its raw bytes, so a merge's
+    // symbols, once found here, need no decoding.
+    constexpr size_t slots = size_t(1) << 17;
+    static_assert(slots >= 2 * (512 + kMaxMerges), "encoder table too small");
+    std::vector<int32_t> encoder(slots, -1);
+    auto slot_of = [&](std::string_view name) {
+      size_t s = std::hash<std::string_view>{}(name) & (slots - 1);
+      while (encoder[s] >= 0 && names[size_t(encoder[s])] != name) s = (s + 1) & (slots - 1);
+      return s;  // name's slot, or the empty one where it would go
     };
+    for (size_t i = 0; i < names.size(); ++i) encoder[slot_of(names[i])] = static_cast<int32_t>(i);
 
+    auto is_blank = [](char c) { return c == ' ' || c == '\t' || c == '\v' || c == '\f'; };
     size_t line_no = 1, pos = text.find('\n');
     pos = pos == std::string::npos ? text.size() : pos + 1;
     size_t merges = 0;
-    std::vector<std::pair<uint64_t, std::string>> pending_;
+    std::vector<int32_t> merged;        // the id each merge created, in rank order
+    std::vector<uint64_t> merge_keys;  // and its pair
+    merged.reserve(kMaxMerges);
+    merge_keys.reserve(kMaxMerges);
     while (pos < text.size() && merges < kMaxMerges) {
       size_t end = text.find('\n', pos);
       if (end == std::string::npos) end = text.size();
-      std::string line = text.substr(pos, end - pos);
+      std::string_view line(text.data() + pos, end - pos);
       ++line_no;
       pos = end + 1;
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      std::vector<std::string> parts;
-      {
-        size_t i = 0;
-        while (i < line.size()) {
-          while (i < line.size() && (line[i] == ' ' || line[i] == '\t' || line[i] == '\v' || line[i] == '\f')) ++i;
-          size_t j = i;
-          while (j < line.size() && !(line[j] == ' ' || line[j] == '\t' || line[j] == '\v' || line[j] == '\f')) ++j;
-          if (j > i) parts.push_back(line.substr(i, j - i));
-          i = j;
-        }
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      std::string_view parts[3];
+      size_t nparts = 0;
+      for (size_t i = 0; i < line.size() && nparts < 3;) {
+        while (i < line.size() && is_blank(line[i])) ++i;
+        size_t j = i;
+        while (j < line.size() && !is_blank(line[j])) ++j;
+        if (j > i) parts[nparts++] = line.substr(i, j - i);
+        i = j;
       }
-      if (parts.empty() && pos >= text.size()) break;  // the file's final newline
-      if (parts.size() != 2) {
+      if (nparts == 0 && pos >= text.size()) break;  // the file's final newline
+      if (nparts != 2) {
         throw IOError(cat("tokenizer: ", origin, ": line ", line_no, ": expected two symbols separated by a space, got \"",
                           line.substr(0, 80), "\""));
       }
-      auto a = encoder.find(parts[0]), b = encoder.find(parts[1]);
-      std::string bytes_a, bytes_b;
-      if (a == encoder.end() || b == encoder.end() || !symbol_bytes(parts[0], bytes_a) || !symbol_bytes(parts[1], bytes_b)) {
+      const int32_t a = encoder[slot_of(parts[0])], b = encoder[slot_of(parts[1])];
+      if (a < 0 || b < 0) {
         throw IOError(cat("tokenizer: ", origin, ": line ", line_no, ": merge \"", line.substr(0, 80),
                           "\" uses a symbol that is neither a byte nor the result of an earlier merge"));
       }
+      const std::string& bytes_a = vocab_bytes_[size_t(a)];
       if (bytes_a.size() >= 4 && bytes_a.compare(bytes_a.size() - 4, 4, "</w>") == 0) {
         throw IOError(cat("tokenizer: ", origin, ": line ", line_no, ": merge \"", line.substr(0, 80),
                           "\" has an end-of-word symbol on the left"));
       }
       const int32_t id = static_cast<int32_t>(names.size());
-      names.push_back(parts[0] + parts[1]);
-      vocab_bytes_.push_back(bytes_a + bytes_b);
-      const uint64_t key = pair_key(a->second, b->second);
+      vocab_bytes_.push_back(bytes_a + vocab_bytes_[size_t(b)]);
+      const uint64_t key = pair_key(a, b);
       ranks_[key] = Merge{static_cast<int32_t>(merges), 0};
-      pending_.emplace_back(key, names.back());
-      encoder[names.back()] = id;  // a later duplicate wins, as in the reference's dict
+      names.emplace_back(parts[0]).append(parts[1]);
+      encoder[slot_of(names.back())] = id;  // a later duplicate wins, as in the reference's dict
+      merged.push_back(id);
+      merge_keys.push_back(key);
       ++merges;
     }
     if (merges == 0) throw IOError(cat("tokenizer: ", origin, ": no merges found"));
-    for (const auto& [key, name] : pending_) ranks_[key].result = encoder[name];
-    pending_.clear();
+    // A pair's result is the id its name has in the final dict (a later duplicate's).
+    for (size_t r = 0; r < merges; ++r) ranks_[merge_keys[r]].result = encoder[slot_of(names[size_t(merged[r])])];
     sot_ = static_cast<int32_t>(names.size());
     vocab_bytes_.push_back("<|startoftext|>");
     eot_ = sot_ + 1;
@@ -1236,6 +1228,37 @@ class Tokenizer {
   };
 
   static uint64_t pair_key(int32_t a, int32_t b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
+
+  /// The reference's bpe_ranks (symbol pair -> rank, plus the id the merge makes): an
+  /// open-addressed table with linear probing, sized once for kMaxMerges, so a load makes no
+  /// allocation per merge and an encode's lookups touch one cache line each.
+  class MergeTable {
+   public:
+    MergeTable() : keys_(kSlots, kEmpty), merges_(kSlots, Merge{0, 0}) {}
+    /// The merge of pair `key`, or null if there is none.
+    const Merge* find(uint64_t key) const {
+      const size_t s = slot(key);
+      return keys_[s] == kEmpty ? nullptr : &merges_[s];
+    }
+    /// The merge of pair `key`, inserted as {0, 0} if absent.
+    Merge& operator[](uint64_t key) {
+      const size_t s = slot(key);
+      keys_[s] = key;
+      return merges_[s];
+    }
+
+   private:
+    static constexpr size_t kSlots = size_t(1) << 17;
+    static_assert(kSlots >= 2 * kMaxMerges, "merge table too small");
+    static constexpr uint64_t kEmpty = ~uint64_t(0);  // never a key: ids are below 2^31
+    size_t slot(uint64_t key) const {
+      size_t s = static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> 47);  // Fibonacci hashing, 17 bits
+      while (keys_[s] != kEmpty && keys_[s] != key) s = (s + 1) & (kSlots - 1);
+      return s;
+    }
+    std::vector<uint64_t> keys_;
+    std::vector<Merge> merges_;
+  };
 
   std::vector<int32_t> bpe_cached(const std::string& bytes) const {
     {
@@ -1268,15 +1291,15 @@ class Tokenizer {
     struct Cand {
       int32_t rank;
       int pos;
-      int32_t left, right;
+      int32_t left, right, result;
       bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
     };
     std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
     auto consider = [&](int pos, std::vector<Cand>* sink) {
       if (pos < 0 || next[pos] < 0) return;
-      auto it = ranks_.find(pair_key(id[pos], id[next[pos]]));
-      if (it == ranks_.end()) return;
-      Cand c{it->second.rank, pos, id[pos], id[next[pos]]};
+      const Merge* m = ranks_.find(pair_key(id[pos], id[next[pos]]));
+      if (!m) return;
+      Cand c{m->rank, pos, id[pos], id[next[pos]], m->result};
       if (sink) sink->push_back(c);
       else heap.push(c);
     };
@@ -1290,7 +1313,7 @@ class Tokenizer {
         heap.pop();
         if (!alive[c.pos] || next[c.pos] < 0 || id[c.pos] != c.left || id[next[c.pos]] != c.right) continue;
         const int r = next[c.pos];
-        id[c.pos] = ranks_.at(pair_key(c.left, c.right)).result;
+        id[c.pos] = c.result;
         alive[r] = 0;
         next[c.pos] = next[r];
         if (next[r] >= 0) prev[next[r]] = c.pos;
@@ -1307,7 +1330,7 @@ class Tokenizer {
   static constexpr size_t kCacheLimit = 1 << 16;
 
   int32_t byte_id_[256] = {};
-  std::unordered_map<uint64_t, Merge> ranks_;
+  MergeTable ranks_;
   std::vector<std::string> vocab_bytes_;  // raw bytes per id, "</w>" kept as text
   int32_t sot_ = kStartOfText, eot_ = kEndOfText;
   // Shared by copies of this tokenizer (they hold the same merges, so the same answers).
