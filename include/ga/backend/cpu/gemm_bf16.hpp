@@ -5,7 +5,8 @@
 //
 // Three kernels, picked at run time from what the CPU and the OS allow (cpuid, XCR0, and on
 // Linux the AMX permission request): AMX tiles (TDPBF16PS), AVX512-BF16 dot products
-// (VDPBF16PS), or a portable reference (convert to f32, Eigen's GEMM). The x86 code is
+// (VDPBF16PS), or a portable reference (convert to f32, then Eigen's GEMM, or the packed f32
+// kernel of gemm_f32.hpp where the sum is one product and that kernel takes it). The x86 code is
 // compiled with per-function target attributes, so a portable build still carries it and
 // uses it on CPUs that have the instructions. This file is the only place that knows them.
 #pragma once
@@ -20,6 +21,7 @@
 
 #include "cpu_backend.hpp"
 #include "epilogue.hpp"
+#include "gemm_f32.hpp"
 
 #if defined(__x86_64__) && ((defined(__clang__) && __clang_major__ >= 12) || \
                             (defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11))
@@ -242,26 +244,38 @@ inline int exact_planes(DType dt) { return dt == DType::bf16 ? 1 : dt == DType::
 template <class Mat>
 void fill_terms(const Operand& X, int64_t rows, int64_t cols, int first, int last, Mat& m) {
   const bool exact = first == 0 && last >= exact_planes(X.dt);
-  auto one = [&](int64_t i, int64_t j) {
-    const float v = X.value(X.at(i, j));
+  auto sweep = [&](const auto& element) {
+    if (X.rs == 1 && X.cs != 1) {
+      parallel_for(0, cols, 16, [&](int64_t lo, int64_t hi) {
+        for (int64_t j = lo; j < hi; ++j)
+          for (int64_t i = 0; i < rows; ++i) m(i, j) = element(i * X.rs + j * X.cs);
+      });
+    } else {
+      parallel_for(0, rows, 16, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i)
+          for (int64_t j = 0; j < cols; ++j) m(i, j) = element(i * X.rs + j * X.cs);
+      });
+    }
+  };
+  // The common cases (a bf16 weight, an f32 activation whole or rounded to its leading
+  // term, as the Medium precision asks) with the dtype known, in loops the compiler can
+  // vectorize: the general form below costs more per element than the product does per
+  // multiply-add once the other operand has few rows (a convolution's 64 channels).
+  const float* f32 = static_cast<const float*>(X.p);
+  const uint16_t* u16 = static_cast<const uint16_t*>(X.p);
+  if (X.dt == DType::bf16 && exact) return sweep([&](int64_t at) { return bfloat16::to_float(u16[at]); });
+  if (X.dt == DType::f32 && exact) return sweep([&](int64_t at) { return f32[at]; });
+  if (X.dt == DType::f32 && first == 0 && last == 1)
+    return sweep([&](int64_t at) { return bfloat16::to_float(bfloat16::from_float(f32[at])); });
+  sweep([&](int64_t at) {
+    const float v = X.value(static_cast<const char*>(X.p) + at * int64_t(dtype_size(X.dt)));
     if (exact) return v;
     uint16_t t[3];
     split_scalar(v, last, t);
     float s = 0;
     for (int p = last - 1; p >= first; --p) s += bfloat16::to_float(t[p]);
     return s;
-  };
-  if (X.rs == 1 && X.cs != 1) {
-    parallel_for(0, cols, 16, [&](int64_t lo, int64_t hi) {
-      for (int64_t j = lo; j < hi; ++j)
-        for (int64_t i = 0; i < rows; ++i) m(i, j) = one(i, j);
-    });
-  } else {
-    parallel_for(0, rows, 16, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i)
-        for (int64_t j = 0; j < cols; ++j) m(i, j) = one(i, j);
-    });
-  }
+  });
 }
 
 /// Portable kernel: sums A_i @ B_j over the term pairs with Eigen's f32 GEMM, grouping the
@@ -796,6 +810,55 @@ inline void gemm_x86(Bf16Kernel kernel, const Operand& A, const Operand& B, floa
 #endif
 #endif  // GA_X86_BF16_KERNELS
 
+#if GA_X86_F32_KERNELS
+/// cp [Bt, M, N] = (terms [0, a_terms) of a) @ (terms [0, b_terms) of b) for a [Bt, M, K], b
+/// [Bt, K, N] as in matmul below, on the packed f32 kernel `path` (Avx2 or Avx512): each
+/// operand's terms are summed into f32 first (one item for a broadcast operand), in its
+/// source's layout (column-major where it runs down columns, as a transposed weight does),
+/// which the kernel's packing reads either way.
+inline void gemm_reference_packed(F32Kernel path, const Tensor& a, const Tensor& b, float* cp, int64_t Bt, int a_planes,
+                                  int a_terms, int b_planes, int b_terms) {
+  using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using ColMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+  const int64_t M = a.size(1), K = a.size(2), N = b.size(2);
+  struct Converted {
+    std::shared_ptr<Storage> block;
+    f32_gemm::Operand first;  // item 0
+    int64_t item_stride;      // floats from one item to the next; 0 for a broadcast operand
+  };
+  auto convert = [&](const Tensor& t, int planes, int terms) {
+    const Shape& s = t.strides();
+    const int64_t rows = t.size(1), cols = t.size(2), items = s[0] == 0 ? 1 : Bt, size = rows * cols;
+    const bool by_column = s[1] == 1 && s[2] != 1;
+    Converted c;
+    c.block = HostBlockCache::instance().allocate(size_t(items * size) * sizeof(float));
+    float* f = static_cast<float*>(c.block->data());
+    const char* base = static_cast<const char*>(t.raw_data());
+    for (int64_t i = 0; i < items; ++i) {
+      const Operand X{base + i * s[0] * int64_t(dtype_size(t.dtype())), t.dtype(), s[1], s[2], planes};
+      if (by_column) {
+        Eigen::Map<ColMat> m(f + i * size, rows, cols);
+        fill_terms(X, rows, cols, 0, terms, m);
+      } else {
+        Eigen::Map<RowMat> m(f + i * size, rows, cols);
+        fill_terms(X, rows, cols, 0, terms, m);
+      }
+    }
+    c.first = by_column ? f32_gemm::Operand{f, 1, rows} : f32_gemm::Operand{f, cols, 1};
+    c.item_stride = s[0] == 0 ? 0 : size;
+    return c;
+  };
+  const Converted ca = convert(a, a_planes, a_terms), cb = convert(b, b_planes, b_terms);
+  auto a_of = [&](int64_t i) { return f32_gemm::Operand{ca.first.p + i * ca.item_stride, ca.first.rs, ca.first.cs}; };
+  auto b_of = [&](int64_t i) {
+    return f32_gemm::BSource::strided(f32_gemm::Operand{cb.first.p + i * cb.item_stride, cb.first.rs, cb.first.cs});
+  };
+  const bool a_shared = ca.item_stride == 0 || Bt == 1;
+  if (path == F32Kernel::Avx2) f32_gemm::batched_gemm<f32_gemm::Avx2Leaves>(Bt, M, N, K, a_of, a_shared, b_of, cp, {});
+  else f32_gemm::batched_gemm<f32_gemm::Avx512Leaves>(Bt, M, N, K, a_of, a_shared, b_of, cp, {});
+}
+#endif
+
 /// out[i] = epilogue(a[i] @ b[i]) for a [Bt, M, K], b [Bt, K, N] (f32, bf16 or f16, any
 /// strides, batch stride 0 for a broadcast operand), out [Bt, M, N] contiguous f32 (see
 /// backend::MatmulEpilogue), at the precision mixed_matmul_precision() names, with the kernel
@@ -847,6 +910,21 @@ inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const Ma
       fused.residual = residual ? residual + i * M * N : nullptr;  // the bias is the batch's
       gemm_x86(kernel, operand_a(i), operand_b(i), cp + i * M * N, N, M, N, K, prec, Ap, pack_a, threads, fused);
     }
+    return;
+  }
+#endif
+#if GA_X86_F32_KERNELS
+  // An operand of one term (bf16) makes the reference's sum one product of exact f32 values
+  // (that operand, and the other's leading terms). Where the packed f32 kernel takes a
+  // product of this shape (a CPU without AMX or AVX512-BF16 but with AVX2), it computes that
+  // product from the operands converted once per call, instead of Eigen's GEMM.
+  const F32Kernel f32_path = f32_gemm_path(M, N, K);
+  if ((a_planes == 1 || b_planes == 1) && (f32_path == F32Kernel::Avx2 || f32_path == F32Kernel::Avx512)) {
+    const int n = static_cast<int>(prec);
+    const int a_terms = a_planes <= b_planes ? 1 : std::min(a_planes, n);
+    const int b_terms = a_planes <= b_planes ? std::min(b_planes, n) : 1;
+    gemm_reference_packed(f32_path, a, b, cp, Bt, a_planes, a_terms, b_planes, b_terms);
+    apply_epilogue(out, epilogue);
     return;
   }
 #endif
