@@ -15,7 +15,8 @@
 #   --out DIR      where the raw results and report.md go (default DIR/clip_bench_results)
 #   --models LIST  comma-separated OpenAI names (default ViT-B/32,RN50,RN50x4,ViT-L/14@336px)
 #   --quick        short timings, batch 1 only on the PyTorch side: a smoke test, not figures
-#   --no-build     use the binaries already in the build directory
+#   --no-build     use the binaries already in the build directory (a warning, in the
+#                  report too, names a source newer than them)
 #   --ceiling-rounds N  interleaved tower / ceiling rounds per tower and batch (default 9; 3
 #                  with --quick)
 #   --ceiling-pass S    seconds per tower pass and per ceiling pass (default 1; 0.2 with --quick)
@@ -139,6 +140,19 @@ if [ "$DO_BUILD" = 1 ]; then
 fi
 BENCH="$BUILD/bench/bench_clip"
 TOOL="$BUILD/bench/bench_clip_tool"
+# With --no-build, a binary older than the library's headers or its own source may hold
+# code no longer in the tree: say so, on stderr and in the report's header. (A warning, not a
+# refusal: a header the binary does not include also counts, and rebuilding would not help.)
+if [ "$DO_BUILD" = 0 ]; then
+  for bin in "$BENCH" "$TOOL"; do
+    [ -x "$bin" ] || { echo "run_clip_bench.sh: $bin not found (build it, or drop --no-build)" >&2; exit 2; }
+    newer=$(find "$ROOT/include" "$ROOT/bench/$(basename "$bin").cpp" -type f -newer "$bin" -print -quit)
+    if [ -n "$newer" ]; then
+      echo "WARNING: $bin is older than $newer: its figures may be of code no longer in the tree" |
+        tee -a "$OUT/machine.txt" >&2
+    fi
+  done
+fi
 
 # ---- per model: the peer, then our side (close in time, each phase waiting for quiet) ----
 IFS=',' read -r -a MODEL_LIST <<< "$MODELS"
