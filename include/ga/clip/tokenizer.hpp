@@ -1168,9 +1168,8 @@ class Tokenizer {
     size_t line_no = 1, pos = text.find('\n');
     pos = pos == std::string::npos ? text.size() : pos + 1;
     size_t merges = 0;
-    std::vector<int32_t> merged;        // the id each merge created, in rank order
-    std::vector<uint64_t> merge_keys;  // and its pair
-    merged.reserve(kMaxMerges);
+    const size_t first_merge = names.size();  // merge r makes id first_merge + r
+    std::vector<uint64_t> merge_keys;         // merge r's pair
     merge_keys.reserve(kMaxMerges);
     while (pos < text.size() && merges < kMaxMerges) {
       size_t end = text.find('\n', pos);
@@ -1209,13 +1208,12 @@ class Tokenizer {
       ranks_[key] = Merge{static_cast<int32_t>(merges), 0};
       names.emplace_back(parts[0]).append(parts[1]);
       encoder[slot_of(names.back())] = id;  // a later duplicate wins, as in the reference's dict
-      merged.push_back(id);
       merge_keys.push_back(key);
       ++merges;
     }
     if (merges == 0) throw IOError(cat("tokenizer: ", origin, ": no merges found"));
     // A pair's result is the id its name has in the final dict (a later duplicate's).
-    for (size_t r = 0; r < merges; ++r) ranks_[merge_keys[r]].result = encoder[slot_of(names[size_t(merged[r])])];
+    for (size_t r = 0; r < merges; ++r) ranks_[merge_keys[r]].result = encoder[slot_of(names[first_merge + r])];
     sot_ = static_cast<int32_t>(names.size());
     vocab_bytes_.push_back("<|startoftext|>");
     eot_ = sot_ + 1;
