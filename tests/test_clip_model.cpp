@@ -276,7 +276,8 @@ TEST_CASE("clip model: text EOT truncation equals the full-length computation") 
 TEST_CASE("clip model: the ViT's last block at the class token only equals the full computation") {
   const Fixture& fx = fixture("vit");
   for (DType wt : {f32, f16}) {
-    CAPTURE(dtype_name(wt));
+    const std::string weights = dtype_name(wt);
+    CAPTURE(weights);
     const Model m = Model::from_tensors(fx.cfg, fx.weights_as(wt));
     Trace trace;
     const Tensor traced = m.encode_image(fx.images, &trace);  // every block at every position

@@ -281,7 +281,7 @@ TEST_CASE("gemm f32: the kernels and Eigen agree on a conv2d and a linear layer"
   for (F32Kernel k : {F32Kernel::Avx512, F32Kernel::Avx2}) {
     if (!ga::backend::cpu::f32_kernel_supported(k)) continue;
     PathScope s(k, 2);
-    INFO(ga::backend::cpu::f32_kernel_name(k));
+    INFO(std::string(ga::backend::cpu::f32_kernel_name(k)));
     CHECK(ga::max(ga::abs(ga::conv2d(x, w, Tensor(), {1, 1}, {1, 1}) - ce)).item<float>() < 1e-4f);
     CHECK(ga::max(ga::abs(ga::linear(xl, wl) - le)).item<float>() < 1e-4f);
   }
@@ -505,19 +505,25 @@ TEST_CASE("gemm f32: conv2d (the implicit GEMM and the im2col path) against a di
                                  {true, false, Activation::Relu},
                                  {true, true, Activation::Relu},
                                  {false, true, Activation::Gelu}};
+  // A mixed product the reference kernel computes as one f32 product takes the f32 kernel.
+  const ConvPath mixed_path = ga::backend::cpu::bf16_kernel() == ga::backend::cpu::Bf16Kernel::Reference
+                                  ? ConvPath::Implicit
+                                  : ConvPath::Columns;
   if (f32_kernel_supported(F32Kernel::Avx512)) {
     // Auto: the batch's columns count (one product spans it): a 7 x 7 output (49 columns)
     // takes the kernel from 2 images on; alone, its 49 rows take the dot form when the
     // window is 256 deep or more (and the weight runs along k); 14 x 14 always takes the
-    // kernel; bf16 weights never do; a lone shallow 7 x 7 pointwise conv multiplies the image
-    // in place.
+    // kernel; a bf16 weight does where the mixed product is the reference's single product
+    // (no AMX or AVX512-BF16), an f16 one at Highest precision never; a lone shallow 7 x 7
+    // pointwise conv multiplies the image in place.
     const ga::backend::Window2d w3{3, 3, 1, 1, 1, 1}, w1{1, 1, 1, 1, 0, 0};
     const Tensor w = ga::empty({512, 512 * 9}), wp = ga::empty({512, 512});
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({16, 512, 7, 7}), w, w3) == ConvPath::Implicit);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 7, 7}), w, w3) == ConvPath::Rows);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({2, 512, 7, 7}), w, w3) == ConvPath::Implicit);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w, w3) == ConvPath::Implicit);
-    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w.to(ga::DType::bf16), w3) == ConvPath::Columns);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w.to(ga::DType::bf16), w3) == mixed_path);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w.to(ga::DType::f16), w3) == ConvPath::Columns);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 7, 7}), wp, w1) == ConvPath::Rows);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 64, 7, 7}), ga::empty({512, 64}), w1) == ConvPath::Pointwise);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 7, 7}), w.t().contiguous().t(), w3) == ConvPath::Columns);
@@ -530,7 +536,11 @@ TEST_CASE("gemm f32: conv2d (the implicit GEMM and the im2col path) against a di
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({16, 512, 7, 7}), w, w3) == ConvPath::Implicit);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 7, 7}), w, w3) == ConvPath::Columns);
     CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w, w3) == ConvPath::Implicit);
-    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w.to(ga::DType::bf16), w3) == ConvPath::Columns);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w.to(ga::DType::bf16), w3) == mixed_path);
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w.to(ga::DType::f16), w3) == ConvPath::Columns);
+    ga::set_mixed_matmul_precision(ga::backend::MixedPrecision::Medium);  // f16 weights: one term then
+    CHECK(ga::backend::cpu::conv2d_path(ga::empty({1, 512, 14, 14}), w.to(ga::DType::f16), w3) == mixed_path);
+    ga::set_mixed_matmul_precision(ga::backend::MixedPrecision::Highest);
   }
   for (F32Kernel k : runnable_paths()) {
     for (int threads : {1, 2}) {
@@ -567,7 +577,7 @@ TEST_CASE("gemm f32: the fused ReLU keeps NaN as the unfused one does") {
   for (F32Kernel k : {F32Kernel::Avx512, F32Kernel::Avx2}) {
     if (!ga::backend::cpu::f32_kernel_supported(k)) continue;
     PathScope s(k, 1);
-    INFO(ga::backend::cpu::f32_kernel_name(k));
+    INFO(std::string(ga::backend::cpu::f32_kernel_name(k)));
     ga::Generator g(10);
     const int64_t M = 24, K = 40, N = 64;
     const Tensor a = ga::randn({1, M, K}, g), b = ga::randn({1, K, N}, g);

@@ -27,7 +27,7 @@ std::vector<Bf16Kernel> runnable_kernels() {
   std::vector<Bf16Kernel> ks;
   for (Bf16Kernel k : {Bf16Kernel::Reference, Bf16Kernel::Avx512Bf16, Bf16Kernel::Amx}) {
     if (ga::backend::cpu::bf16_kernel_supported(k)) ks.push_back(k);
-    else MESSAGE("bf16 kernel ", ga::backend::cpu::bf16_kernel_name(k), " not supported here: skipped");
+    else MESSAGE((std::string("bf16 kernel ") + ga::backend::cpu::bf16_kernel_name(k) + " not supported here: skipped"));
   }
   return ks;
 }
@@ -271,41 +271,65 @@ TEST_CASE("matmul_lowp: linear and conv2d with bf16 bias, and conv2d at odd shap
     REQUIRE(y.dtype() == ga::f32);
     const Tensor y_nb = ga::sub(y, b.to(ga::f32));
     check_product(x.reshape({10, 33}), w.t(), y_nb.reshape({10, 19}), kn + " linear with bf16 bias");
-    // conv2d: 3x3, stride 2, padding 1, bf16 weight and bias, against direct convolution.
-    const int64_t N = 2, C = 5, H = 9, W = 7, O = 17, kh = 3, kw = 3;
-    const Tensor xi = ga::randn({N, C, H, W}, g), wc = ga::randn({O, C, kh, kw}, g).to(ga::bf16);
-    const Tensor bc = ga::randn({O}, g).to(ga::bf16);
-    const int64_t OH = (H + 2 - kh) / 2 + 1, OW = (W + 2 - kw) / 2 + 1;
-    REQUIRE(ga::conv2d(xi, wc, bc, {2, 2}, {1, 1}).shape() == Shape{N, O, OH, OW});
-    for_each_precision([&] {
-      const Tensor yc = ga::conv2d(xi, wc, bc, {2, 2}, {1, 1});
-      const int n = static_cast<int>(ga::mixed_matmul_precision());
-      const Terms xt = terms_of(xi.reshape({N * C, H * W}), n), wt = terms_of(wc.reshape({O, C * kh * kw}), n);
-      const std::vector<float> bv = bc.to(ga::f32).to_vector<float>(), yv = yc.to_vector<float>();
-      int64_t bad = 0;
-      for (int64_t im = 0; im < N; ++im)
-        for (int64_t o = 0; o < O; ++o)
-          for (int64_t oh = 0; oh < OH; ++oh)
-            for (int64_t ow = 0; ow < OW; ++ow) {
-              double s = bv[size_t(o)], sa = std::fabs(s);
-              for (int64_t c = 0; c < C; ++c)
-                for (int64_t i = 0; i < kh; ++i)
-                  for (int64_t j = 0; j < kw; ++j) {
-                    const int64_t ih = oh * 2 - 1 + i, iw = ow * 2 - 1 + j;
-                    if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                    const auto& xe = xt.v[size_t((im * C + c) * H * W + ih * W + iw)];
-                    const double we = wt.v[size_t(o * C * kh * kw + (c * kh + i) * kw + j)][0];  // bf16: one term
-                    for (int p = 0; p < n; ++p) {
-                      s += xe[size_t(p)] * we;
-                      sa += std::fabs(xe[size_t(p)] * we);
-                    }
-                  }
-              const double got = yv[size_t(((im * O + o) * OH + oh) * OW + ow)];
-              if (!(std::fabs(got - s) <= (4 + 2 * std::sqrt(45.0 * n)) * std::ldexp(1.0, -24) * sa + 1e-30)) ++bad;
-            }
-      INFO(kn, " conv2d, precision ", n, ": ", bad, " elements outside tolerance");
-      CHECK(bad == 0);
-    });
+    // conv2d: 3x3, stride 2, padding 1, bf16 or f16 weight and bias, against direct
+    // convolution over the term pairs. The small geometry takes im2col and the mixed product;
+    // the larger one, on a CPU with a packed f32 kernel and the reference mixed kernel, the
+    // implicit GEMM wherever the sum is one product (conv2d_path).
+    struct Geometry {
+      int64_t N, C, H, W, O;
+    };
+    for (const Geometry& geo : {Geometry{2, 5, 9, 7, 17}, Geometry{3, 6, 17, 15, 20}}) {
+      for (ga::DType wdt : {ga::bf16, ga::f16}) {
+        const int64_t N = geo.N, C = geo.C, H = geo.H, W = geo.W, O = geo.O, kh = 3, kw = 3;
+        const Tensor xi = ga::randn({N, C, H, W}, g), wc = ga::randn({O, C, kh, kw}, g).to(wdt);
+        const Tensor bc = ga::randn({O}, g).to(wdt);
+        const int64_t OH = (H + 2 - kh) / 2 + 1, OW = (W + 2 - kw) / 2 + 1;
+        REQUIRE(ga::conv2d(xi, wc, bc, {2, 2}, {1, 1}).shape() == Shape{N, O, OH, OW});
+        for_each_precision([&] {
+          const Tensor yc = ga::conv2d(xi, wc, bc, {2, 2}, {1, 1});
+          const int n = static_cast<int>(ga::mixed_matmul_precision());
+          const Terms xt = terms_of(xi.reshape({N * C, H * W}), n), wt = terms_of(wc.reshape({O, C * kh * kw}), n);
+          int pairs = 0;
+          for (int p = 0; p < xt.count; ++p)
+            for (int q = 0; q < wt.count; ++q) pairs += p + q < n;
+          const std::vector<float> bv = bc.to(ga::f32).to_vector<float>(), yv = yc.to_vector<float>();
+          int64_t bad = 0;
+          for (int64_t im = 0; im < N; ++im)
+            for (int64_t o = 0; o < O; ++o)
+              for (int64_t oh = 0; oh < OH; ++oh)
+                for (int64_t ow = 0; ow < OW; ++ow) {
+                  double s = bv[size_t(o)], sa = std::fabs(s);
+                  for (int64_t c = 0; c < C; ++c)
+                    for (int64_t i = 0; i < kh; ++i)
+                      for (int64_t j = 0; j < kw; ++j) {
+                        const int64_t ih = oh * 2 - 1 + i, iw = ow * 2 - 1 + j;
+                        if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                        const auto& xe = xt.v[size_t((im * C + c) * H * W + ih * W + iw)];
+                        const auto& we = wt.v[size_t(o * C * kh * kw + (c * kh + i) * kw + j)];
+                        for (int p = 0; p < xt.count; ++p)
+                          for (int q = 0; q < wt.count && p + q < n; ++q) {
+                            s += xe[size_t(p)] * we[size_t(q)];
+                            sa += std::fabs(xe[size_t(p)] * we[size_t(q)]);
+                          }
+                      }
+                  const double got = yv[size_t(((im * O + o) * OH + oh) * OW + ow)];
+                  const double tol = (4 + 2 * std::sqrt(double(C * kh * kw * pairs))) * std::ldexp(1.0, -24);
+                  if (!(std::fabs(got - s) <= tol * sa + 1e-30)) ++bad;
+                }
+          const auto path = ga::backend::cpu::conv2d_path(xi, wc.reshape({O, -1}), ga::backend::Window2d{3, 3, 2, 2, 1, 1});
+          // The implicit GEMM must be what the larger geometry exercises where it applies.
+          const bool packed = ga::backend::cpu::f32_kernel_supported(ga::backend::cpu::F32Kernel::Avx2) ||
+                              ga::backend::cpu::f32_kernel_supported(ga::backend::cpu::F32Kernel::Avx512);
+          if (packed && k == Bf16Kernel::Reference && geo.N == 3 && (wdt == ga::bf16 || n == 1))
+            CHECK(path == ga::backend::cpu::ConvPath::Implicit);
+          if (k != Bf16Kernel::Reference || (wdt == ga::f16 && n > 1))
+            CHECK(path != ga::backend::cpu::ConvPath::Implicit);
+          INFO(kn, " conv2d ", ga::shape_str(xi.shape()), " weight ", std::string(ga::dtype_name(wdt)), ", precision ", n, ", ",
+               std::string(ga::backend::cpu::conv_path_name(path)), ": ", bad, " elements outside tolerance");
+          CHECK(bad == 0);
+        });
+      }
+    }
   }
 }
 

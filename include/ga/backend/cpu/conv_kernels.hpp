@@ -9,6 +9,7 @@
 
 #include "cpu_backend.hpp"
 #include "epilogue.hpp"
+#include "gemm_bf16.hpp"
 #include "gemm_f32.hpp"
 #include "gemm_f32_dot.hpp"
 
@@ -37,14 +38,21 @@ inline const char* conv_path_name(ConvPath p) {
 /// output position of the batch (f32_gemm_path with both operands along k: up to 64
 /// positions, one 7 x 7 output, with deep enough windows); else the implicit GEMM wherever
 /// a packed f32 kernel (AVX-512 or AVX2) computes w @ [im2col(x[0]) ... im2col(x[B-1])] (with
-/// the batch's columns side by side).
+/// the batch's columns side by side). A bf16 or f16 weight takes the implicit GEMM too where
+/// the mixed product is the reference kernel's single product of exact f32 values
+/// (bf16_gemm::single_product: a bf16 weight, or Medium precision), which the f32 kernel
+/// computes; otherwise (the AMX and AVX512-BF16 kernels) im2col and the mixed product.
 inline ConvPath conv2d_path(const Tensor& x, const Tensor& w, const Window2d& g) {
   const int64_t columns = x.size(0) * g.out_h(x.size(2)) * g.out_w(x.size(3));
   const bool f32 = GA_X86_F32_KERNELS && x.dtype() == DType::f32 && w.dtype() == DType::f32;
+  const bool single_mixed = GA_X86_F32_KERNELS && x.dtype() == DType::f32 &&
+                            (w.dtype() == DType::bf16 || w.dtype() == DType::f16) &&
+                            bf16_kernel() == Bf16Kernel::Reference &&
+                            bf16_gemm::single_product(w.dtype(), x.dtype(), mixed_matmul_precision());
   if (f32 && w.strides()[1] == 1 &&
       f32_gemm_path(columns, w.size(0), w.size(1), /*k_contiguous=*/true) == F32Kernel::Avx512Dot)
     return ConvPath::Rows;
-  if (f32) {
+  if (f32 || single_mixed) {
     const F32Kernel packed = f32_gemm_path(w.size(0), columns, w.size(1));
     if (packed == F32Kernel::Avx512 || packed == F32Kernel::Avx2) return ConvPath::Implicit;
   }
@@ -90,7 +98,25 @@ GA_CPU_KERNEL void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Wi
   const ConvPath path = conv2d_path(x, w, g);
 #if GA_X86_F32_KERNELS
   if (path == ConvPath::Implicit) {
-    f32_gemm::packed_conv2d(f32_gemm_path(O, N * P, CKK), x, w, g, out, e);
+    const F32Kernel packed = f32_gemm_path(O, N * P, CKK);
+    if (w.dtype() == DType::f32) {
+      f32_gemm::packed_conv2d(packed, x, w, g, out, e);
+      return;
+    }
+    // A bf16 / f16 weight whose mixed product is one product of exact f32 values (see
+    // conv2d_path): the weight, and the images unless that product takes them whole, summed
+    // to the terms it multiplies, in f32, then the f32 convolution.
+    const auto single = bf16_gemm::single_product(w.dtype(), x.dtype(), mixed_matmul_precision());
+    const Tensor wf = detail::scratch_tensor({O, CKK}, DType::f32);
+    bf16_gemm::to_f32_terms(bf16_gemm::Operand{w.raw_data(), w.dtype(), w.strides()[0], w.strides()[1], 1}, O, CKK,
+                            single.a_terms, static_cast<float*>(wf.raw_data()));
+    Tensor xf = x;
+    if (single.b_terms < bf16_gemm::exact_planes(DType::f32)) {
+      xf = detail::scratch_tensor(x.shape(), DType::f32);
+      bf16_gemm::to_f32_terms(bf16_gemm::Operand{x.raw_data(), DType::f32, W, 1, 1}, N * C * H, W, single.b_terms,
+                              static_cast<float*>(xf.raw_data()));
+    }
+    f32_gemm::packed_conv2d(packed, xf, wf, g, out, e);
     return;
   }
 #endif

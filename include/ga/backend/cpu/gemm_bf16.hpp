@@ -199,6 +199,20 @@ inline int planes_for(DType dt, MixedPrecision p) {
   return dt == DType::bf16 ? 1 : dt == DType::f16 ? std::min(n, 2) : n;
 }
 
+/// Where the reference kernel's sum is one product of exact f32 values (an operand of one
+/// term: a bf16 one, or either at Medium precision), how many leading terms of each operand
+/// it multiplies: 1 of that operand, the other's up to the precision. Both 0 where it sums
+/// several products.
+struct SingleProduct {
+  int a_terms = 0, b_terms = 0;
+  explicit operator bool() const { return a_terms > 0; }
+};
+inline SingleProduct single_product(DType a, DType b, MixedPrecision p) {
+  const int n = static_cast<int>(p), ap = planes_for(a, p), bp = planes_for(b, p);
+  if (ap != 1 && bp != 1) return {};
+  return ap <= bp ? SingleProduct{1, std::min(bp, n)} : SingleProduct{std::min(ap, n), 1};
+}
+
 /// The partial products (term of A, term of B) a product sums: i + j < n, smallest first.
 struct TermPairs {
   int count = 0;
@@ -238,6 +252,10 @@ namespace ga::backend::cpu::bf16_gemm {
 /// Terms an operand of dtype dt needs to be represented exactly (bf16 1, f16 2, f32 3).
 inline int exact_planes(DType dt) { return dt == DType::bf16 ? 1 : dt == DType::f16 ? 2 : 3; }
 
+/// Whether X runs down its columns (a transposed weight): then it is read, and converted,
+/// column by column.
+inline bool by_column(const Operand& X) { return X.rs == 1 && X.cs != 1; }
+
 /// Writes the sum of terms [first, last) of every element of X [rows, cols] into m (an
 /// Eigen matrix of that shape), sweeping X's contiguous dim; the exact value when the
 /// terms cover it.
@@ -245,7 +263,7 @@ template <class Mat>
 void fill_terms(const Operand& X, int64_t rows, int64_t cols, int first, int last, Mat& m) {
   const bool exact = first == 0 && last >= exact_planes(X.dt);
   auto sweep = [&](const auto& element) {
-    if (X.rs == 1 && X.cs != 1) {
+    if (by_column(X)) {
       parallel_for(0, cols, 16, [&](int64_t lo, int64_t hi) {
         for (int64_t j = lo; j < hi; ++j)
           for (int64_t i = 0; i < rows; ++i) m(i, j) = element(i * X.rs + j * X.cs);
@@ -278,6 +296,13 @@ void fill_terms(const Operand& X, int64_t rows, int64_t cols, int first, int las
   });
 }
 
+/// out [rows, cols] (row-major f32) = the sum of the leading `terms` terms of every element
+/// of X [rows, cols]: the exact value when they cover it.
+inline void to_f32_terms(const Operand& X, int64_t rows, int64_t cols, int terms, float* out) {
+  Eigen::Map<Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> m(out, rows, cols);
+  fill_terms(X, rows, cols, 0, terms, m);
+}
+
 /// Portable kernel: sums A_i @ B_j over the term pairs with Eigen's f32 GEMM, grouping the
 /// terms of the operand with more of them (a sum of leading terms is exact in f32). Each
 /// operand is converted in the layout of its source (column-major for a transposed one).
@@ -291,7 +316,7 @@ inline void gemm_reference(const Operand& A, const Operand& B, float* C, int64_t
   // c += (terms [a0, a1) of A) @ (terms [b0, b1) of B), each in its source's layout.
   auto add_product = [&](int a0, int a1, int b0, int b1) {
     auto with = [&](const Operand& X, int64_t rows, int64_t cols, int f, int l, const auto& fn) {
-      if (X.rs == 1 && X.cs != 1) {
+      if (by_column(X)) {
         ColMat m(rows, cols);
         fill_terms(X, rows, cols, f, l, m);
         fn(m);
@@ -811,13 +836,14 @@ inline void gemm_x86(Bf16Kernel kernel, const Operand& A, const Operand& B, floa
 #endif  // GA_X86_BF16_KERNELS
 
 #if GA_X86_F32_KERNELS
-/// cp [Bt, M, N] = (terms [0, a_terms) of a) @ (terms [0, b_terms) of b) for a [Bt, M, K], b
-/// [Bt, K, N] as in matmul below, on the packed f32 kernel `path` (Avx2 or Avx512): each
+/// cp [Bt, M, N] = epilogue((terms [0, a_terms) of a) @ (terms [0, b_terms) of b)) for a
+/// [Bt, M, K], b [Bt, K, N] as in matmul below, on the packed f32 kernel `path` (Avx2 or
+/// Avx512), which applies the epilogue as it stores (the bits of a pass after): each
 /// operand's terms are summed into f32 first (one item for a broadcast operand), in its
 /// source's layout (column-major where it runs down columns, as a transposed weight does),
 /// which the kernel's packing reads either way.
 inline void gemm_reference_packed(F32Kernel path, const Tensor& a, const Tensor& b, float* cp, int64_t Bt, int a_planes,
-                                  int a_terms, int b_planes, int b_terms) {
+                                  int a_terms, int b_planes, int b_terms, const MatmulEpilogue& epilogue) {
   using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using ColMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
   const int64_t M = a.size(1), K = a.size(2), N = b.size(2);
@@ -829,14 +855,14 @@ inline void gemm_reference_packed(F32Kernel path, const Tensor& a, const Tensor&
   auto convert = [&](const Tensor& t, int planes, int terms) {
     const Shape& s = t.strides();
     const int64_t rows = t.size(1), cols = t.size(2), items = s[0] == 0 ? 1 : Bt, size = rows * cols;
-    const bool by_column = s[1] == 1 && s[2] != 1;
+    const bool column_major = by_column(Operand{nullptr, t.dtype(), s[1], s[2], planes});
     Converted c;
     c.block = HostBlockCache::instance().allocate(size_t(items * size) * sizeof(float));
     float* f = static_cast<float*>(c.block->data());
     const char* base = static_cast<const char*>(t.raw_data());
     for (int64_t i = 0; i < items; ++i) {
       const Operand X{base + i * s[0] * int64_t(dtype_size(t.dtype())), t.dtype(), s[1], s[2], planes};
-      if (by_column) {
+      if (column_major) {
         Eigen::Map<ColMat> m(f + i * size, rows, cols);
         fill_terms(X, rows, cols, 0, terms, m);
       } else {
@@ -844,7 +870,7 @@ inline void gemm_reference_packed(F32Kernel path, const Tensor& a, const Tensor&
         fill_terms(X, rows, cols, 0, terms, m);
       }
     }
-    c.first = by_column ? f32_gemm::Operand{f, 1, rows} : f32_gemm::Operand{f, cols, 1};
+    c.first = column_major ? f32_gemm::Operand{f, 1, rows} : f32_gemm::Operand{f, cols, 1};
     c.item_stride = s[0] == 0 ? 0 : size;
     return c;
   };
@@ -854,17 +880,20 @@ inline void gemm_reference_packed(F32Kernel path, const Tensor& a, const Tensor&
     return f32_gemm::BSource::strided(f32_gemm::Operand{cb.first.p + i * cb.item_stride, cb.first.rs, cb.first.cs});
   };
   const bool a_shared = ca.item_stride == 0 || Bt == 1;
-  if (path == F32Kernel::Avx2) f32_gemm::batched_gemm<f32_gemm::Avx2Leaves>(Bt, M, N, K, a_of, a_shared, b_of, cp, {});
-  else f32_gemm::batched_gemm<f32_gemm::Avx512Leaves>(Bt, M, N, K, a_of, a_shared, b_of, cp, {});
+  if (path == F32Kernel::Avx2)
+    f32_gemm::batched_gemm<f32_gemm::Avx2Leaves>(Bt, M, N, K, a_of, a_shared, b_of, cp, epilogue);
+  else
+    f32_gemm::batched_gemm<f32_gemm::Avx512Leaves>(Bt, M, N, K, a_of, a_shared, b_of, cp, epilogue);
 }
 #endif
 
 /// out[i] = epilogue(a[i] @ b[i]) for a [Bt, M, K], b [Bt, K, N] (f32, bf16 or f16, any
 /// strides, batch stride 0 for a broadcast operand), out [Bt, M, N] contiguous f32 (see
 /// backend::MatmulEpilogue), at the precision mixed_matmul_precision() names, with the kernel
-/// bf16_kernel() names. The x86 kernels apply the epilogue as they store each block of out;
-/// the reference kernel in a pass after the product. Either way the bits are those of
-/// product() followed by apply_epilogue().
+/// bf16_kernel() names. The x86 kernels (and the reference where it takes the packed f32
+/// kernel) apply the epilogue as they store each block of out; the reference on Eigen in a
+/// pass after the product. Either way the bits are those of product() followed by
+/// apply_epilogue().
 inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const MatmulEpilogue& epilogue = {}) {
   const int64_t Bt = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
   float* cp = static_cast<float*>(out.raw_data());
@@ -919,12 +948,10 @@ inline void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const Ma
   // product of this shape (a CPU without AMX or AVX512-BF16 but with AVX2), it computes that
   // product from the operands converted once per call, instead of Eigen's GEMM.
   const F32Kernel f32_path = f32_gemm_path(M, N, K);
-  if ((a_planes == 1 || b_planes == 1) && (f32_path == F32Kernel::Avx2 || f32_path == F32Kernel::Avx512)) {
-    const int n = static_cast<int>(prec);
-    const int a_terms = a_planes <= b_planes ? 1 : std::min(a_planes, n);
-    const int b_terms = a_planes <= b_planes ? std::min(b_planes, n) : 1;
-    gemm_reference_packed(f32_path, a, b, cp, Bt, a_planes, a_terms, b_planes, b_terms);
-    apply_epilogue(out, epilogue);
+  const SingleProduct single = single_product(a.dtype(), b.dtype(), prec);
+  if (single && (f32_path == F32Kernel::Avx2 || f32_path == F32Kernel::Avx512)) {
+    if (!epilogue.empty()) detail::check_epilogue("matmul", out, epilogue);
+    gemm_reference_packed(f32_path, a, b, cp, Bt, a_planes, single.a_terms, b_planes, single.b_terms, epilogue);
     return;
   }
 #endif
