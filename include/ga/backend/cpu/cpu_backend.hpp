@@ -10,7 +10,7 @@
 // By default every kernel is an inline function compiled wherever the library is used
 // (header-only). A program with many translation units can compile them once instead:
 // define GA_SEPARATE_BACKEND everywhere and GA_BACKEND_IMPLEMENTATION in exactly one .cpp
-// (the tests do this; see tests/backend_impl.cpp).
+// (this project's tests, tool and benchmarks do this; see cmake/cpu_kernels.cpp).
 #if defined(GA_SEPARATE_BACKEND) && !defined(GA_BACKEND_IMPLEMENTATION)
 #define GA_EMIT_CPU_KERNELS 0
 #else
