@@ -37,7 +37,10 @@ export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
 mapfile -t targets < <(find "$build/tests/fuzz" -maxdepth 1 -type f -name 'fuzz_*' -perm -u+x | sort)
 [[ ${#targets[@]} -gt 0 ]] || { echo "[fuzz] no fuzz_* executables under $build" >&2; exit 1; }
 mkdir -p "$build/fuzz-artifacts"
-failed=()
+# Targets run side by side, GA_FUZZ_JOBS at a time (default: one per core), each on its own
+# core for its full time; a target's exit status goes to a file, read once all are done.
+max_jobs=${GA_FUZZ_JOBS:-$(nproc)}
+names=()
 for exe in "${targets[@]}"; do
   name=$(basename "$exe")
   corpus=$build/fuzz-corpus/$name
@@ -49,13 +52,24 @@ for exe in "${targets[@]}"; do
       cp -n "$s" "$corpus/" 2>/dev/null || true
     fi
   done
+  while [[ $(jobs -rp | wc -l) -ge $max_jobs ]]; do sleep 1; done
   echo "[fuzz] $name: ${seconds} s, corpus $(find "$corpus" -type f | wc -l) files"
-  if ! "$exe" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-      -artifact_prefix="$build/fuzz-artifacts/$name-" "$corpus" >"$build/fuzz-$name.log" 2>&1; then
+  rm -f "$build/fuzz-$name.rc"
+  ( rc=0
+    "$exe" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+      -artifact_prefix="$build/fuzz-artifacts/$name-" "$corpus" >"$build/fuzz-$name.log" 2>&1 || rc=$?
+    echo "$rc" >"$build/fuzz-$name.rc" ) &
+  names+=("$name")
+done
+wait
+failed=()
+for name in "${names[@]}"; do
+  if [[ $(cat "$build/fuzz-$name.rc" 2>/dev/null) != 0 ]]; then
+    echo "[fuzz] $name failed:"
     tail -n 60 "$build/fuzz-$name.log"
     failed+=("$name")
   else
-    grep -E '^stat::number_of_executed_units|^Done' "$build/fuzz-$name.log" | tr '\n' ' '; echo
+    echo "[fuzz] $name: $(grep -E '^stat::number_of_executed_units|^Done' "$build/fuzz-$name.log" | tr '\n' ' ')"
   fi
 done
 if [[ ${#failed[@]} -gt 0 ]]; then
