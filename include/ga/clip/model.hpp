@@ -210,13 +210,13 @@ class Model {
     }
   }
 
-  /// The precision of the forward pass for a weight mode: Medium for Bf16, else whatever
-  /// the process has set (nothing is overridden).
+  /// The precision of the forward pass for a weight mode: Medium for Bf16, else the one in
+  /// effect when the pass starts, held for the whole pass. (Not an optional scope: GCC 12
+  /// reports an optional's member as maybe uninitialised in its destructor.)
   struct PrecisionScope {
-    std::optional<MixedPrecisionScope> scope;
-    explicit PrecisionScope(WeightMode mode) {
-      if (mode == WeightMode::Bf16) scope.emplace(backend::MixedPrecision::Medium);
-    }
+    MixedPrecisionScope scope;
+    explicit PrecisionScope(WeightMode mode)
+        : scope(mode == WeightMode::Bf16 ? backend::MixedPrecision::Medium : mixed_matmul_precision()) {}
   };
 
   /// Whether `name` is the weight of a product (a linear layer, the ViT's patch embedding, a
