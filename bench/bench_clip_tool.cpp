@@ -2,8 +2,9 @@
 //
 //   bench_clip_tool make MODEL...                 write the random-weight model files (cache)
 //   bench_clip_tool memory MODEL                  peak RSS of load + encode_image(1) + encode_text(64)
-//   bench_clip_tool profile MODEL image|text|text_full BATCH [ITERS]
+//   bench_clip_tool profile MODEL image|text|text_full BATCH [ITERS [bf16]]
 //                                                 where a forward pass spends its time, by CPU kernel
+//                                                 (bf16: the model loaded with WeightMode::Bf16)
 //
 // MODEL is an OpenAI name (ViT-B/32, RN50, RN50x4, ViT-L/14@336px, ...). Results are JSON
 // lines on stdout ({"side": "ga", ...}); a readable table goes to stderr. Environment as
@@ -258,11 +259,12 @@ std::string json_escape(const std::string& s) {
   return o;
 }
 
-int cmd_profile(const std::string& name, const std::string& what, int64_t batch, int iters) {
+int cmd_profile(const std::string& name, const std::string& what, int64_t batch, int iters, bool bf16) {
   const ModelSpec& s = spec(name);
   const std::string path = ensure_model_file(s);
   install_profiler();
-  const ga::clip::Model m = ga::clip::Model::load(path);
+  const ga::clip::Model m =
+      ga::clip::Model::load(path, ga::clip::LoadOptions{bf16 ? ga::clip::WeightMode::Bf16 : ga::clip::WeightMode::AsStored});
   ga::Generator g(7);
   const int64_t R = s.cfg.image_resolution;
   ga::Tensor input;
@@ -366,7 +368,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: bench_clip_tool make MODEL...\n"
                "       bench_clip_tool memory MODEL\n"
-               "       bench_clip_tool profile MODEL image|text|text_full BATCH [ITERS]\n");
+               "       bench_clip_tool profile MODEL image|text|text_full BATCH [ITERS [bf16]]\n");
   return 2;
 }
 
@@ -379,8 +381,8 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "make") return cmd_make(std::vector<std::string>(argv + 2, argv + argc));
     if (cmd == "memory" && argc == 3) return cmd_memory(argv[2]);
-    if (cmd == "profile" && (argc == 5 || argc == 6))
-      return cmd_profile(argv[2], argv[3], std::atoll(argv[4]), argc == 6 ? std::atoi(argv[5]) : 3);
+    if (cmd == "profile" && (argc == 5 || argc == 6 || (argc == 7 && std::string(argv[6]) == "bf16")))
+      return cmd_profile(argv[2], argv[3], std::atoll(argv[4]), argc >= 6 ? std::atoi(argv[5]) : 3, argc == 7);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_clip_tool: %s\n", e.what());
     return 1;

@@ -7,6 +7,9 @@
 //   ./build/bench/bench_lowp --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 #include <cblas.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <array>
 #include <cstdlib>
@@ -130,10 +133,12 @@ void conv(benchmark::State& st, ga::DType wt, Bf16Kernel k) {
 void BM_conv2d_f32_ga(benchmark::State& st) { conv(st, ga::f32, Bf16Kernel::Auto); }
 void BM_conv2d_bf16_amx(benchmark::State& st) { conv(st, ga::bf16, Bf16Kernel::Amx); }
 void BM_conv2d_bf16_avx512bf16(benchmark::State& st) { conv(st, ga::bf16, Bf16Kernel::Avx512Bf16); }
+void BM_conv2d_bf16_reference(benchmark::State& st) { conv(st, ga::bf16, Bf16Kernel::Reference); }
 
 BENCHMARK(BM_conv2d_f32_ga)->Apply(conv_shapes);
 BENCHMARK(BM_conv2d_bf16_amx)->Apply(conv_shapes_both);
 BENCHMARK(BM_conv2d_bf16_avx512bf16)->Apply(conv_shapes_fast);
+BENCHMARK(BM_conv2d_bf16_reference)->Apply(conv_shapes_fast);
 
 // ---- the product with an epilogue (Backend::matmul): fused into the x86 kernels' stores ----
 // A ResNet-50 1x1 conv at batch 16 as the product it lowers to: out [16, 256, 3136] =
@@ -165,6 +170,90 @@ BENCHMARK(BM_matmul_bf16_epilogue)
     ->ArgsProduct({{0, 1}, {0, 1}, {1, 3}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+
+// ---- what one core's vector units multiply-add per second, by instruction (AVX2) ----
+// The bound on an integer path for CPUs without AVX512-BF16 or AVX512-VNNI: 12 independent
+// accumulators (no latency chain), operands in registers, so only the instruction's
+// throughput counts. f32 FMA: 8 multiply-adds per instruction. VPMADDWD (int16 pairs into
+// int32) + VPADDD: 16. VPMADDUBSW (u8 x s8 pairs into saturating int16) + VPMADDWD (by 1s,
+// into int32) + VPADDD, the AVX2 int8 product: 32. The GMAC/s counters, side by side, say
+// how much faster than the f32 kernel an int16 or int8 kernel could at best be here.
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+// Each runs `steps` steps of 12 instructions (groups) and returns a value of the sums, so
+// that none is optimised away; the empty asm says a and b may have changed (no hoisting).
+__attribute__((target("avx2,fma"))) double fma_steps(int64_t steps) {
+  __m256 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(float(i));
+  __m256 a = _mm256_set1_ps(1.0001f), b = _mm256_set1_ps(0.9999f);
+  for (int64_t s = 0; s < steps; ++s) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(a, b, acc[i]);
+    __asm__ volatile("" : "+x"(a), "+x"(b));
+  }
+  float v[8], sum = 0;
+  for (int i = 0; i < 12; ++i) {
+    _mm256_storeu_ps(v, acc[i]);
+    sum += v[0];
+  }
+  return sum;
+}
+
+__attribute__((target("avx2,fma"))) double vpmaddwd_steps(int64_t steps) {
+  __m256i acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_epi32(i);
+  __m256i a = _mm256_set1_epi16(3), b = _mm256_set1_epi16(5);
+  for (int64_t s = 0; s < steps; ++s) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(a, b));
+    __asm__ volatile("" : "+x"(a), "+x"(b));
+  }
+  int v[8];
+  double sum = 0;
+  for (int i = 0; i < 12; ++i) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(v), acc[i]);
+    sum += v[0];
+  }
+  return sum;
+}
+
+__attribute__((target("avx2,fma"))) double vpmaddubsw_steps(int64_t steps) {
+  __m256i acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_epi32(i);
+  __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(5);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t s = 0; s < steps; ++s) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+    __asm__ volatile("" : "+x"(a), "+x"(b));
+  }
+  int v[8];
+  double sum = 0;
+  for (int i = 0; i < 12; ++i) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(v), acc[i]);
+    sum += v[0];
+  }
+  return sum;
+}
+
+void peak(benchmark::State& st, double macs_per_step, double (*steps_of)(int64_t)) {
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+    st.SkipWithError("needs AVX2 and FMA");
+    return;
+  }
+  constexpr int64_t kSteps = 1 << 16;
+  for (auto _ : st) benchmark::DoNotOptimize(steps_of(kSteps));
+  st.counters["GMAC/s"] =
+      benchmark::Counter(double(st.iterations()) * kSteps * macs_per_step / 1e9, benchmark::Counter::kIsRate);
+}
+
+void BM_peak_f32_fma(benchmark::State& st) { peak(st, 12 * 8, fma_steps); }
+void BM_peak_int16_vpmaddwd(benchmark::State& st) { peak(st, 12 * 16, vpmaddwd_steps); }
+void BM_peak_int8_vpmaddubsw(benchmark::State& st) { peak(st, 12 * 32, vpmaddubsw_steps); }
+
+BENCHMARK(BM_peak_f32_fma)->UseRealTime();
+BENCHMARK(BM_peak_int16_vpmaddwd)->UseRealTime();
+BENCHMARK(BM_peak_int8_vpmaddubsw)->UseRealTime();
+#endif
 
 }  // namespace
 
