@@ -148,7 +148,7 @@ std::string json_string(const std::string& s);
 #define GA_CLI_HELP_BF16                                                                         \
   "  --bf16          fast, approximate: weights rounded to bf16 and products computed in\n" \
   "                  bf16 with f32 sums (AMX / AVX512-BF16 CPUs; cosine to f32 >= 0.999;\n" \
-  "                  elsewhere emulated: no faster than f32, slower for ResNets)\n"
+  "                  elsewhere emulated: no faster than f32, often slower)\n"
 
 // ---- the commands (convert_commands.cpp, clip_commands.cpp) ----
 int run_convert(const std::vector<std::string>& argv);
