@@ -198,6 +198,13 @@ __attribute__((target("avx2,fma"))) double fma_steps(int64_t steps) {
   return sum;
 }
 
+/// The sum of the first lanes of 12 int32 accumulators.
+__attribute__((target("avx2,fma"))) double first_lanes_sum(const __m256i* acc) {
+  double sum = 0;
+  for (int i = 0; i < 12; ++i) sum += _mm256_extract_epi32(acc[i], 0);
+  return sum;
+}
+
 __attribute__((target("avx2,fma"))) double vpmaddwd_steps(int64_t steps) {
   __m256i acc[12];
   for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_epi32(i);
@@ -207,13 +214,7 @@ __attribute__((target("avx2,fma"))) double vpmaddwd_steps(int64_t steps) {
     for (int i = 0; i < 12; ++i) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(a, b));
     __asm__ volatile("" : "+x"(a), "+x"(b));
   }
-  int v[8];
-  double sum = 0;
-  for (int i = 0; i < 12; ++i) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(v), acc[i]);
-    sum += v[0];
-  }
-  return sum;
+  return first_lanes_sum(acc);
 }
 
 __attribute__((target("avx2,fma"))) double vpmaddubsw_steps(int64_t steps) {
@@ -226,13 +227,7 @@ __attribute__((target("avx2,fma"))) double vpmaddubsw_steps(int64_t steps) {
     for (int i = 0; i < 12; ++i) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
     __asm__ volatile("" : "+x"(a), "+x"(b));
   }
-  int v[8];
-  double sum = 0;
-  for (int i = 0; i < 12; ++i) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(v), acc[i]);
-    sum += v[0];
-  }
-  return sum;
+  return first_lanes_sum(acc);
 }
 
 void peak(benchmark::State& st, double macs_per_step, double (*steps_of)(int64_t)) {
