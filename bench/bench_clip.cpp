@@ -53,7 +53,7 @@ double env_double(const char* name, double dflt) {
 using ga::clip::WeightMode;
 
 // One loaded model per name and weight mode, shared by the benchmarks (loading is measured
-// separately). The files hold f32 weights: AsStored is the f32 path, Bf16 the fast one.
+// separately). The files hold f32 weights: AsStored is the f32 path, Bf16 and Int8 the fast ones.
 const ga::clip::Model& model(const std::string& name, WeightMode mode = WeightMode::AsStored) {
   static std::map<std::pair<std::string, WeightMode>, std::shared_ptr<ga::clip::Model>> models;
   auto& m = models[{name, mode}];
@@ -94,7 +94,7 @@ void bench_load(benchmark::State& st, std::string name) {
   }
 }
 
-/// Images per second of encode_image at `batch`. In WeightMode::Bf16 also the counter
+/// Images per second of encode_image at `batch`. In WeightMode::Bf16 and Int8 also the counter
 /// cos_vs_f32: the smallest cosine between its embeddings and the f32 model's.
 void bench_image(benchmark::State& st, std::string name, int64_t batch, WeightMode mode) {
   const ModelSpec& s = spec(name);
@@ -104,7 +104,7 @@ void bench_image(benchmark::State& st, std::string name, int64_t batch, WeightMo
   const ga::Tensor x = ga::randn({batch, 3, R, R}, g);
   const ga::Tensor first = m.encode_image(x);  // also the warm-up
   require_finite(first, name + " encode_image");
-  if (mode == WeightMode::Bf16) st.counters["cos_vs_f32"] = min_row_cosine(first, model(name).encode_image(x));
+  if (mode != WeightMode::AsStored) st.counters["cos_vs_f32"] = min_row_cosine(first, model(name).encode_image(x));
   for (auto _ : st) benchmark::DoNotOptimize(m.encode_image(x).raw_data());
   st.counters["images/s"] = benchmark::Counter(double(batch), benchmark::Counter::kIsIterationInvariantRate);
   st.counters["GFLOP/s"] =
@@ -116,7 +116,7 @@ void bench_text(benchmark::State& st, std::string name, bool full_length, Weight
   const ga::Tensor tokens = m.tokenize(prompts(64));
   const ga::Tensor first = m.encode_text(tokens, nullptr, full_length);
   require_finite(first, name + " encode_text");
-  if (mode == WeightMode::Bf16) st.counters["cos_vs_f32"] = min_row_cosine(first, model(name).encode_text(tokens));
+  if (mode != WeightMode::AsStored) st.counters["cos_vs_f32"] = min_row_cosine(first, model(name).encode_text(tokens));
   for (auto _ : st) benchmark::DoNotOptimize(m.encode_text(tokens, nullptr, full_length).raw_data());
   st.counters["texts/s"] = benchmark::Counter(64.0, benchmark::Counter::kIsIterationInvariantRate);
 }
@@ -549,9 +549,10 @@ int main(int argc, char** argv) {
     const std::string tag = file_tag(name);
     benchmark::RegisterBenchmark(("clip_load/" + tag).c_str(), bench_load, name)
         ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(1.0);
-    // f32 (clip_image, clip_text) and the reduced-precision path (clip_image_bf16, clip_text_bf16).
-    for (WeightMode mode : {WeightMode::AsStored, WeightMode::Bf16}) {
-      const std::string sfx = mode == WeightMode::Bf16 ? "_bf16" : "";
+    // f32 (clip_image, clip_text) and the reduced-precision paths (clip_image_bf16,
+    // clip_text_bf16; clip_image_int8, clip_text_int8).
+    for (WeightMode mode : {WeightMode::AsStored, WeightMode::Bf16, WeightMode::Int8}) {
+      const std::string sfx = mode == WeightMode::Bf16 ? "_bf16" : mode == WeightMode::Int8 ? "_int8" : "";
       for (int64_t b : s.full ? std::vector<int64_t>{1, 16} : std::vector<int64_t>{1})
         benchmark::RegisterBenchmark(("clip_image" + sfx + "/" + tag + "/" + std::to_string(b)).c_str(), bench_image,
                                      name, b, mode)

@@ -370,6 +370,34 @@ TEST_CASE("clip model: WeightMode::Bf16 rounds the products' weights and stays w
   }
 }
 
+TEST_CASE("clip model: WeightMode::Int8 quantizes the products' weights and stays within cosine 0.999 of f32") {
+  for (const char* kind : {"vit", "resnet"}) {
+    CAPTURE(kind);
+    const Fixture& fx = fixture(kind);
+    const Model m = Model::from_tensors(fx.cfg, fx.weights_as(f32), std::nullopt, LoadOptions{WeightMode::Int8});
+    CHECK(m.weight_mode() == WeightMode::Int8);
+    // The quantized weights are held by the towers only.
+    for (const char* name : {"transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.1.mlp.c_fc.weight"})
+      CHECK_THROWS_AS(m.weight(name), ga::KeyError);
+    // Norms, embeddings, biases and the final projections keep their precision.
+    for (const char* name : {"token_embedding.weight", "ln_final.weight", "transformer.resblocks.0.attn.in_proj_bias",
+                             "text_projection"})
+      CHECK_MESSAGE(m.weight(name).dtype() == f32, name);
+    if (!fx.cfg.vision_is_vit()) CHECK(m.weight("visual.layer1.0.conv2.bias").dtype() == f32);
+    const Tensor img = m.encode_image(fx.images), txt = m.encode_text(fx.tokens);
+    const double ci = min_row_cosine(img, fx.ref.at("ref.image_features"));
+    const double ct = min_row_cosine(txt, fx.ref.at("ref.text_features"));
+    MESSAGE(std::string(kind), ": int8 cosine to the f32 reference: image ", ci, ", text ", ct);
+    CHECK(ci >= 0.999);
+    CHECK(ct >= 0.999);
+    CHECK(ci < 1 - 1e-9);  // really quantized
+    // The trace runs every block in full (the unsplit projection): the same embedding.
+    ga::clip::Trace trace;
+    CHECK(min_row_cosine(m.encode_image(fx.images, &trace), img) >= 0.99999);
+    CHECK(min_row_cosine(m.encode_text(fx.tokens, nullptr, /*full_length=*/true), txt) >= 0.99999);
+  }
+}
+
 TEST_CASE("clip model: Model::load round trip through a converted file") {
   for (const char* kind : {"vit", "resnet"}) {
     CAPTURE(kind);

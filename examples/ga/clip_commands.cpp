@@ -56,7 +56,7 @@ const char* const kPreprocessUsage =
     GA_CLI_HELP_COMMON;
 
 const char* const kEncodeImageUsage =
-    "usage: ga encode-image --model MODEL [--batch B] [--normalize] [--bf16] --out OUT.npy [--force]\n"
+    "usage: ga encode-image --model MODEL [--batch B] [--normalize] [--bf16|--int8] --out OUT.npy [--force]\n"
     "                       IMAGE...\n"
     "\n"
     "Writes the CLIP image embeddings of the images: float32 N x D (D: the model's embed_dim),\n"
@@ -71,7 +71,7 @@ const char* const kEncodeImageUsage =
     GA_CLI_HELP_COMMON;
 
 const char* const kEncodeTextUsage =
-    "usage: ga encode-text --model MODEL [--normalize] [--truncate] [--bf16] --out OUT.npy [--force]\n"
+    "usage: ga encode-text --model MODEL [--normalize] [--truncate] [--bf16|--int8] --out OUT.npy [--force]\n"
     "                      TEXT...\n"
     "\n"
     "Writes the CLIP text embeddings of the texts: float32 N x D (D: the model's embed_dim),\n"
@@ -89,7 +89,7 @@ const char* const kEncodeTextUsage =
 
 const char* const kZeroshotUsage =
     "usage: ga zeroshot --model MODEL --classes \"cat,dog,...\" [--template \"a photo of a {}.\"]\n"
-    "                   [--json] [--batch B] [--bf16] IMAGE...\n"
+    "                   [--json] [--batch B] [--bf16|--int8] IMAGE...\n"
     "\n"
     "Classifies each image over the classes: the probabilities are the softmax, over the\n"
     "classes, of CLIP's logits (logit_scale x cosine similarity) between the image and the\n"
@@ -164,12 +164,15 @@ ga::Tensor encode_texts(const std::string& command, const ga::clip::Model& m, co
 }
 
 /// Loads the model, reporting how long it took when it is slow (large files, cold cache).
-/// With --bf16, the fast reduced-precision weights (ga::clip::WeightMode::Bf16).
+/// With --bf16 or --int8, the fast reduced-precision weights (ga::clip::WeightMode::Bf16 or
+/// Int8).
 ga::clip::Model load_model(const std::string& command, const std::string& path, const Args& args) {
   read_model_info(path);  // a clear error for a file that is not a converted model
   const auto t0 = std::chrono::steady_clock::now();
   ga::clip::LoadOptions options;
+  if (args.flag("bf16") && args.flag("int8")) throw UsageError("--bf16 and --int8 exclude each other: pick one");
   if (args.flag("bf16")) options.weights = ga::clip::WeightMode::Bf16;
+  if (args.flag("int8")) options.weights = ga::clip::WeightMode::Int8;
   ga::clip::Model m = ga::clip::Model::load(path, options);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (s > 1.0) {
@@ -248,7 +251,7 @@ int run_preprocess(const std::vector<std::string>& argv) {
 
 int run_encode_image(const std::vector<std::string>& argv) {
   Args args;
-  if (parse_common("encode-image", argv, with({{"model", true}, {"batch", true}, {"normalize", false}, {"bf16", false}}, kOutOptions),
+  if (parse_common("encode-image", argv, with({{"model", true}, {"batch", true}, {"normalize", false}, {"bf16", false}, {"int8", false}}, kOutOptions),
                    kEncodeImageUsage, args))
     return 0;
   const std::string& model = args.required("model");
@@ -278,7 +281,7 @@ int run_encode_image(const std::vector<std::string>& argv) {
 
 int run_encode_text(const std::vector<std::string>& argv) {
   Args args;
-  if (parse_common("encode-text", argv, with({{"model", true}, {"normalize", false}, {"truncate", false}, {"bf16", false}}, kOutOptions),
+  if (parse_common("encode-text", argv, with({{"model", true}, {"normalize", false}, {"truncate", false}, {"bf16", false}, {"int8", false}}, kOutOptions),
                    kEncodeTextUsage, args))
     return 0;
   const std::string& model = args.required("model");
@@ -295,7 +298,7 @@ int run_encode_text(const std::vector<std::string>& argv) {
 int run_zeroshot(const std::vector<std::string>& argv) {
   Args args;
   if (parse_common("zeroshot", argv,
-                   {{"model", true}, {"classes", true}, {"template", true}, {"json", false}, {"batch", true}, {"bf16", false}},
+                   {{"model", true}, {"classes", true}, {"template", true}, {"json", false}, {"batch", true}, {"bf16", false}, {"int8", false}},
                    kZeroshotUsage, args))
     return 0;
   const std::string& model = args.required("model");

@@ -109,6 +109,20 @@ inline int& mixed_precision_override() {
 }
 }  // namespace detail
 
+/// A weight prepared for the int8 product (Backend::int8_linear, int8_conv2d): each output
+/// channel n quantized symmetrically, w[n, ...] ~ scales[n] * q[n, ...] with q an integer in
+/// [-63, 63] (7 bits: see cpu/gemm_int8.hpp for why), held in the backend's own layout.
+/// Made by Backend::int8_weight; immutable; copies share the data.
+struct Int8Weight {
+  int64_t rows = 0;      // output features or channels (N)
+  int64_t channels = 0;  // input features (a linear weight) or input channels (a convolution)
+  int64_t kh = 1, kw = 1;
+  Tensor packed;  // the quantized values, backend layout (bytes)
+  Tensor scales;  // [rows] f32
+  Tensor sums;    // [rows] i32: the sum of each row's quantized values
+  bool defined() const { return packed.defined(); }
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -177,6 +191,35 @@ class Backend {
                       const MatmulEpilogue& epilogue) = 0;
   /// x [C, H, W] -> cols [C*kh*kw, OH*OW] (zero padding).
   virtual void im2col(const Tensor& x, const Window2d& g, const Tensor& cols) = 0;
+
+  // ---- int8 products (inference; optional: the defaults throw DeviceError) ----
+  /// Quantizes w, contiguous f32 [out, in] (a linear weight) or [out, channels, kh, kw] (a
+  /// convolution's), per output channel to 7-bit integers (see Int8Weight). ValueError for a
+  /// non-finite weight.
+  virtual Int8Weight int8_weight(const Tensor& w) {
+    (void)w;
+    throw DeviceError(::ga::cat("int8_weight: the ", name(), " backend has no int8 products"));
+  }
+  /// out[0] = epilogue(dequant(x) @ dequant(w)^T) for x [M, in] contiguous f32, out [1, M,
+  /// out] contiguous f32, a linear Int8Weight w. Each row of x is quantized on the fly to
+  /// unsigned bytes over [min(row, 0), max(row, 0)] (scale (max - min) / 255, a zero point
+  /// that represents 0 exactly); the products of the integers are summed exactly and scaled
+  /// back. Error per result: at most half a step of each factor times the other's
+  /// magnitude, summed over the row (about 1% of the result's scale; cosine to the f32
+  /// product about 0.9999). A row holding a NaN or infinity gives NaN results.
+  virtual void int8_linear(const Tensor& x, const Int8Weight& w, const Tensor& out, const MatmulEpilogue& epilogue) {
+    (void)x, (void)w, (void)out, (void)epilogue;
+    throw DeviceError(::ga::cat("int8_linear: the ", name(), " backend has no int8 products"));
+  }
+  /// The convolution of conv2d (x [B, C, H, W] contiguous f32, out [B, O, OH*OW], zero
+  /// padding, epilogue with a bias per row) with an int8 weight made from [O, C, kh, kw]
+  /// (g.kh, g.kw must match); each image is quantized as a whole, as int8_linear quantizes
+  /// a row.
+  virtual void int8_conv2d(const Tensor& x, const Int8Weight& w, const Window2d& g, const Tensor& out,
+                           const MatmulEpilogue& epilogue) {
+    (void)x, (void)w, (void)g, (void)out, (void)epilogue;
+    throw DeviceError(::ga::cat("int8_conv2d: the ", name(), " backend has no int8 products"));
+  }
   /// The adjoint of im2col: x [C, H, W] += scatter of cols [C*kh*kw, OH*OW].
   virtual void col2im(const Tensor& cols, const Window2d& g, const Tensor& x) = 0;
   /// Average pooling of x [N, C, H, W] into out [N, C, OH, OW]; padding counts as zeros

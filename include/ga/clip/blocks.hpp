@@ -57,12 +57,20 @@ struct LayerNormWeights {
 };
 
 struct LinearWeights {
-  Tensor weight, bias;  // [out, in] as stored, [out] f32
+  Tensor weight, bias;  // [out, in] as stored (undefined once quantized), [out] f32
+  backend::Int8Weight int8;  // defined once quantized (WeightMode::Int8)
   static LinearWeights from(const TensorMap& m, const std::string& prefix) {
-    return {weight_at(m, prefix + ".weight"), small_weight_at(m, prefix + ".bias")};
+    return {weight_at(m, prefix + ".weight"), small_weight_at(m, prefix + ".bias"), {}};
   }
   /// then.activation(x @ weight^T + bias + then.residual), fused into the product's stores.
-  Tensor operator()(const Tensor& x, const Epilogue& then = {}) const { return linear(x, weight, bias, then); }
+  Tensor operator()(const Tensor& x, const Epilogue& then = {}) const {
+    return int8.defined() ? linear_int8(x, int8, bias, then) : linear(x, weight, bias, then);
+  }
+  /// Replaces the weight by its int8 quantization (quantize_int8 of its f32 values).
+  void quantize() {
+    int8 = quantize_int8(as_f32(weight));
+    weight = Tensor();
+  }
 };
 
 /// The MLP activation named by ClipConfig::activation: QuickGelu or Gelu.
@@ -98,6 +106,41 @@ struct ResidualBlockWeights {
   LayerNormWeights ln_1, ln_2;
   Tensor in_proj_weight, in_proj_bias;  // [3D, D] as stored, [3D] f32: q, k, v stacked
   LinearWeights out_proj, c_fc, c_proj;
+  // Once quantized (WeightMode::Int8): the stacked projection as q, k, v together, and (for
+  // forward_at, a tower's last block only) q alone and k, v together.
+  LinearWeights in_proj_int8, q_int8, kv_int8;
+
+  /// Quantizes every product weight to int8 (see LinearWeights::quantize); `split` also
+  /// quantizes the pieces forward_at uses.
+  void quantize(bool split) {
+    const int64_t D = in_proj_weight.size(1);
+    const Tensor w = as_f32(in_proj_weight);
+    in_proj_int8 = {w, in_proj_bias, {}};
+    in_proj_int8.quantize();
+    if (split) {
+      q_int8 = {w.narrow(0, 0, D), in_proj_bias.narrow(0, 0, D), {}};
+      kv_int8 = {w.narrow(0, D, 2 * D), in_proj_bias.narrow(0, D, 2 * D), {}};
+      q_int8.quantize();
+      kv_int8.quantize();
+    }
+    in_proj_weight = Tensor();
+    out_proj.quantize();
+    c_fc.quantize();
+    c_proj.quantize();
+  }
+
+  /// h @ in_proj_weight[rows]^T + in_proj_bias[rows] for the stacked rows [first, first +
+  /// count): all three (0, 3D), q (0, D) or k and v (D, 2D).
+  Tensor in_proj(const Tensor& h, int64_t first, int64_t count) const {
+    if (in_proj_int8.int8.defined()) {
+      const int64_t D = in_proj_int8.int8.channels;
+      const LinearWeights& q = count == 3 * D ? in_proj_int8 : first == 0 ? q_int8 : kv_int8;
+      GA_CHECK(q.int8.defined(), ValueError, "clip model: this block's split int8 projection was not prepared");
+      return q(h);
+    }
+    if (first == 0 && count == in_proj_weight.size(0)) return linear(h, in_proj_weight, in_proj_bias);
+    return linear(h, in_proj_weight.narrow(0, first, count), in_proj_bias.narrow(0, first, count));
+  }
 
   static ResidualBlockWeights from(const TensorMap& m, const std::string& prefix) {
     ResidualBlockWeights b;
@@ -115,7 +158,7 @@ struct ResidualBlockWeights {
   /// residual sums and the MLP activation are fused into the products.
   void forward_inplace(Tensor& x, int64_t heads, Activation act, bool causal) const {
     const int64_t D = x.size(-1);
-    Tensor qkv = linear(ln_1(x), in_proj_weight, in_proj_bias);  // [N, L, 3D]
+    Tensor qkv = in_proj(ln_1(x), 0, 3 * D);  // [N, L, 3D]
     Tensor a = multi_head_attention(qkv.narrow(-1, 0, D), qkv.narrow(-1, D, D), qkv.narrow(-1, 2 * D, D), heads,
                                     causal);
     x = out_proj(a, {x});
@@ -133,10 +176,9 @@ struct ResidualBlockWeights {
                     bool causal) const {
     const int64_t N = x.size(0), D = x.size(2);
     const Tensor h = ln_1(x);
-    const Tensor kv = linear(h, in_proj_weight.narrow(0, D, 2 * D), in_proj_bias.narrow(0, D, 2 * D));  // [N, L, 2D]
+    const Tensor kv = in_proj(h, D, 2 * D);  // [N, L, 2D]
     const Tensor x_at = rows_at(x, pos).view({N, 1, D});
-    const Tensor q = linear(rows_at(h, pos).view({N, 1, D}), in_proj_weight.narrow(0, 0, D),
-                            in_proj_bias.narrow(0, 0, D));  // [N, 1, D]
+    const Tensor q = in_proj(rows_at(h, pos).view({N, 1, D}), 0, D);  // [N, 1, D]
     Tensor a;
     if (!causal) {
       a = multi_head_attention(q, kv.narrow(-1, 0, D), kv.narrow(-1, D, D), heads, false);
@@ -164,6 +206,11 @@ struct TransformerWeights {
     for (int64_t i = 0; i < layers; ++i)
       t.blocks.push_back(ResidualBlockWeights::from(m, prefix + ".resblocks." + std::to_string(i)));
     return t;
+  }
+
+  /// Quantizes every block's product weights to int8 (the last block's split projections too).
+  void quantize() {
+    for (size_t i = 0; i < blocks.size(); ++i) blocks[i].quantize(i + 1 == blocks.size());
   }
 
   /// Runs every block on x [N, L, D] (replaced by the output); records "<prefix>.resblocks.<i>" after each

@@ -11,7 +11,8 @@ namespace ga::clip::detail {
 struct VisionTransformerWeights {
   int64_t patch = 0, heads = 0;
   Activation act = Activation::QuickGelu;
-  Tensor conv1;                   // [W, 3, patch, patch], no bias
+  Tensor conv1;                   // [W, 3, patch, patch], no bias (undefined once quantized)
+  backend::Int8Weight conv1_int8;  // WeightMode::Int8
   Tensor class_embedding;         // [W] f32
   Tensor positional_embedding;    // [grid^2 + 1, W] f32
   LayerNormWeights ln_pre, ln_post;
@@ -33,10 +34,18 @@ struct VisionTransformerWeights {
     return v;
   }
 
+  /// Quantizes the patch embedding and the blocks' product weights to int8.
+  void quantize() {
+    conv1_int8 = quantize_int8(as_f32(conv1));
+    conv1 = Tensor();
+    transformer.quantize();
+  }
+
   /// images [N, 3, R, R] f32 (checked by the caller) -> [N, embed] f32.
   Tensor forward(const Tensor& images, Trace* trace) const {
-    const int64_t N = images.size(0), W = conv1.size(0);
-    Tensor x = conv2d(images, conv1, Tensor(), {patch, patch});           // [N, W, g, g]
+    const int64_t N = images.size(0), W = proj.size(0);
+    Tensor x = conv1_int8.defined() ? conv2d_int8(images, conv1_int8, Tensor(), {patch, patch})
+                                    : conv2d(images, conv1, Tensor(), {patch, patch});  // [N, W, g, g]
     if (trace) trace->emplace_back("visual.conv1", x);
     const int64_t P = x.size(2) * x.size(3);
     Tensor tokens = x.view({N, W, P}).permute({0, 2, 1});                 // [N, P, W]

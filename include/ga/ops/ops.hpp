@@ -9,5 +9,6 @@
 #include "linalg.hpp"
 #include "loss.hpp"
 #include "nn_ops.hpp"
+#include "quantized.hpp"
 #include "reduce.hpp"
 #include "view.hpp"

@@ -49,6 +49,10 @@ class CpuBackend final : public Backend {
   void conv2d(const Tensor& x, const Tensor& w, const Window2d& g, const Tensor& out,
               const MatmulEpilogue& epilogue) override;
   void im2col(const Tensor& x, const Window2d& g, const Tensor& cols) override;
+  Int8Weight int8_weight(const Tensor& w) override;
+  void int8_linear(const Tensor& x, const Int8Weight& w, const Tensor& out, const MatmulEpilogue& epilogue) override;
+  void int8_conv2d(const Tensor& x, const Int8Weight& w, const Window2d& g, const Tensor& out,
+                   const MatmulEpilogue& epilogue) override;
   void col2im(const Tensor& cols, const Window2d& g, const Tensor& x) override;
   void avg_pool2d(const Tensor& x, const Window2d& g, bool count_include_pad,
                   const Tensor& out) override;

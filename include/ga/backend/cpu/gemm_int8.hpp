@@ -1,0 +1,474 @@
+// The CPU backend's int8 product (Backend::int8_weight, int8_linear, int8_conv2d): weights
+// quantized once to 7-bit signed integers per output channel, activations quantized per
+// row (a linear layer) or per image (a convolution) to unsigned bytes with a zero point,
+// products summed exactly in int32, then scaled back to f32.
+//
+// Why 7-bit weights: on x86 CPUs without AVX-VNNI the fastest 8-bit product is VPMADDUBSW
+// (bytes u8 x s8, adjacent pairs summed into int16, saturating) then VPMADDWD by ones (pairs
+// of int16 summed into int32): 32 multiply-adds in two instructions where an f32 FMA does 8.
+// With weights in [-63, 63] a pair sum is at most 2 * 255 * 63 = 32130 < 2^15, so nothing
+// ever saturates and the integer sums are exact; the price is one bit of weight precision.
+//
+// Layouts. A weight [N, C, kh, kw] (a linear weight [N, K] is C = K, kh = kw = 1) is reduced
+// over k = (tap, channel) with the channel innermost and C padded to Cp, a multiple of 4, so
+// that four consecutive k of one output position are four bytes of one pixel of an
+// NHWC-ordered image. It is stored in panels of kNR = 16 output channels: panel p holds
+// bytes ((p * K4 + k4) * 16 + c) * 4 + j = q[16 p + c][4 k4 + j] (K4 = kh * kw * Cp / 4),
+// rows past N zero. Activations are not packed: the register kernel reads each of its kMR = 6
+// rows through its own pointer, 4 bytes at a time, so a linear layer's quantized rows and a
+// convolution's quantized NHWC image are read in place (a padded window position reads a
+// row of zero points, whose value is exactly 0).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "cpu_backend.hpp"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define GA_X86_INT8_KERNELS 1
+#include <immintrin.h>
+#else
+#define GA_X86_INT8_KERNELS 0
+#endif
+
+namespace ga::backend::cpu::int8_gemm {
+
+inline constexpr int64_t kMR = 6, kNR = 16;
+/// The largest weight magnitude (see the file comment): 7-bit weights.
+inline constexpr int kWeightMax = 63;
+
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+/// Whether the AVX2 kernel runs here (else the portable one, same integer results).
+inline bool avx2_supported() {
+#if GA_X86_INT8_KERNELS
+  static const bool s = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return s;
+#else
+  return false;
+#endif
+}
+
+/// Tests set this to run the portable kernel on an AVX2 machine.
+inline bool& force_portable() {
+  static bool f = false;
+  return f;
+}
+
+/// The scale and zero point of one quantized row of activations: value = scale * (q - zero).
+struct RowQuant {
+  float scale = 1;
+  int32_t zero = 0;
+};
+
+/// The quantization of values with minimum lo and maximum hi: the range [min(lo, 0),
+/// max(hi, 0)] spread over 0..255, zero exactly representable. A non-finite lo or hi gives a
+/// NaN scale, so every product of the row is NaN, as the f32 product's would be (or inf).
+inline RowQuant row_quant(float lo, float hi) {
+  RowQuant r;
+  if (!std::isfinite(lo) || !std::isfinite(hi)) {
+    r.scale = std::numeric_limits<float>::quiet_NaN();
+    return r;
+  }
+  lo = std::min(lo, 0.0f);
+  hi = std::max(hi, 0.0f);
+  if (hi == lo) return r;  // all zero
+  r.scale = (hi - lo) / 255.0f;
+  r.zero = static_cast<int32_t>(std::min(255.0f, std::max(0.0f, std::nearbyint(-lo / r.scale))));
+  return r;
+}
+
+/// q[i] = clamp(round(x[i] / scale) + zero, 0, 255) for i < n (round half to even).
+inline void quantize_portable(const float* x, int64_t n, RowQuant rq, uint8_t* q, int64_t q_stride) {
+  const float inv = 1.0f / rq.scale;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = std::nearbyint(x[i] * inv) + static_cast<float>(rq.zero);
+    q[i * q_stride] = static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, v)));
+  }
+}
+
+#if GA_X86_INT8_KERNELS
+__attribute__((target("avx2"))) inline void minmax_avx2(const float* x, int64_t n, float& lo, float& hi) {
+  __m256 vlo = _mm256_set1_ps(0.0f), vhi = vlo, bad = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    vlo = _mm256_min_ps(vlo, v);
+    vhi = _mm256_max_ps(vhi, v);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));  // min/max would drop a NaN
+  }
+  alignas(32) float l[8], h[8], b[8];
+  _mm256_store_ps(l, vlo);
+  _mm256_store_ps(h, vhi);
+  _mm256_store_ps(b, bad);
+  for (int j = 0; j < 8; ++j) {
+    lo = std::min(lo, l[j]);
+    hi = std::max(hi, h[j]);
+    if (b[j] != 0.0f) lo = std::numeric_limits<float>::quiet_NaN();
+  }
+  for (; i < n; ++i) {
+    if (std::isnan(x[i])) lo = std::numeric_limits<float>::quiet_NaN();
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+}
+
+/// quantize_portable for contiguous q (q_stride 1), the same results: VCVTPS2DQ rounds half
+/// to even, as nearbyint does, and the packs saturate to 0..255.
+__attribute__((target("avx2"))) inline void quantize_avx2(const float* x, int64_t n, RowQuant rq, uint8_t* q) {
+  const __m256 inv = _mm256_set1_ps(1.0f / rq.scale);
+  const __m256i zero = _mm256_set1_epi32(rq.zero);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256i v[4];
+    for (int j = 0; j < 4; ++j)
+      v[j] = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * j), inv)), zero);
+    const __m256i p = _mm256_packus_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_permutevar8x32_epi32(p, order));
+  }
+  quantize_portable(x + i, n - i, rq, q + i, 1);
+}
+#endif
+
+/// The quantization of x[0, n) (row_quant of its extremes).
+inline RowQuant quant_of(const float* x, int64_t n) {
+  float lo = 0, hi = 0;
+#if GA_X86_INT8_KERNELS
+  if (avx2_supported()) {
+    minmax_avx2(x, n, lo, hi);
+    return row_quant(lo, hi);
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(x[i])) return row_quant(std::numeric_limits<float>::quiet_NaN(), 0);
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  return row_quant(lo, hi);
+}
+
+/// Quantizes x[0, n) into q[0, n) contiguous with rq.
+inline void quantize(const float* x, int64_t n, RowQuant rq, uint8_t* q) {
+  if (std::isnan(rq.scale)) {
+    std::memset(q, 0, static_cast<size_t>(n));
+    return;
+  }
+#if GA_X86_INT8_KERNELS
+  if (avx2_supported()) return quantize_avx2(x, n, rq, q);
+#endif
+  quantize_portable(x, n, rq, q, 1);
+}
+
+// ---- the register kernel: acc[6][16] (+)= sum over k4 < K4 of rows[r][4 k4 + j] * b[k4][c][j] ----
+
+inline void kernel_portable(int64_t k4, const uint8_t* const* rows, const int8_t* b, int32_t* acc, bool zero_first) {
+  if (zero_first) std::fill(acc, acc + kMR * kNR, 0);
+  for (int64_t k = 0; k < k4; ++k)
+    for (int64_t r = 0; r < kMR; ++r) {
+      const uint8_t* a = rows[r] + 4 * k;
+      const int8_t* bk = b + k * kNR * 4;
+      for (int64_t c = 0; c < kNR; ++c)
+        acc[r * kNR + c] += a[0] * bk[4 * c] + a[1] * bk[4 * c + 1] + a[2] * bk[4 * c + 2] + a[3] * bk[4 * c + 3];
+    }
+}
+
+#if GA_X86_INT8_KERNELS
+// Written in assembly because GCC, given the same intrinsics, keeps the twelve accumulators'
+// temporaries live at once and spills (measured: 44-54 GMAC/s on a Zen 3 core against 67
+// here; clang's allocation reached 70). ymm0-11 accumulate, ymm12-13 hold 16 columns of b,
+// ymm14 a row's 4 broadcast bytes, ymm15 the products.
+#define GA_INT8_ROW(r, ca, cb)                    \
+  "vpbroadcastd (%[a" #r "],%[i]), %%ymm14\n\t"   \
+  "vpmaddubsw %%ymm12, %%ymm14, %%ymm15\n\t"      \
+  "vpmaddwd (%[ones]), %%ymm15, %%ymm15\n\t"      \
+  "vpaddd %%ymm15, %%ymm" #ca ", %%ymm" #ca "\n\t" \
+  "vpmaddubsw %%ymm13, %%ymm14, %%ymm15\n\t"      \
+  "vpmaddwd (%[ones]), %%ymm15, %%ymm15\n\t"      \
+  "vpaddd %%ymm15, %%ymm" #cb ", %%ymm" #cb "\n\t"
+#define GA_INT8_ACC(op, i) op " " #i "*32(%[acc]), %%ymm" #i "\n\t"
+#define GA_INT8_ALL(op)                                                                                   \
+  GA_INT8_ACC(op, 0) GA_INT8_ACC(op, 1) GA_INT8_ACC(op, 2) GA_INT8_ACC(op, 3) GA_INT8_ACC(op, 4)          \
+  GA_INT8_ACC(op, 5) GA_INT8_ACC(op, 6) GA_INT8_ACC(op, 7) GA_INT8_ACC(op, 8) GA_INT8_ACC(op, 9)          \
+  GA_INT8_ACC(op, 10) GA_INT8_ACC(op, 11)
+#define GA_INT8_STORE(i) "vmovdqu %%ymm" #i ", " #i "*32(%[acc])\n\t"
+
+__attribute__((target("avx2"))) inline void kernel_avx2(int64_t k4, const uint8_t* const* rows, const int8_t* b,
+                                                        int32_t* acc, bool zero_first) {
+  alignas(32) static const int16_t ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  if (zero_first) std::memset(acc, 0, sizeof(int32_t) * kMR * kNR);
+  if (k4 <= 0) return;
+  int64_t i = 0;
+  const uint8_t *a0 = rows[0], *a1 = rows[1], *a2 = rows[2], *a3 = rows[3], *a4 = rows[4], *a5 = rows[5];
+  asm volatile(GA_INT8_ALL("vmovdqu")  //
+               "1:\n\t"
+               "vmovdqu (%[b]), %%ymm12\n\t"
+               "vmovdqu 32(%[b]), %%ymm13\n\t"  //
+               GA_INT8_ROW(0, 0, 1) GA_INT8_ROW(1, 2, 3) GA_INT8_ROW(2, 4, 5) GA_INT8_ROW(3, 6, 7)
+                   GA_INT8_ROW(4, 8, 9) GA_INT8_ROW(5, 10, 11)  //
+               "add $4, %[i]\n\t"
+               "add $64, %[b]\n\t"
+               "dec %[k]\n\t"
+               "jnz 1b\n\t"  //
+               GA_INT8_STORE(0) GA_INT8_STORE(1) GA_INT8_STORE(2) GA_INT8_STORE(3) GA_INT8_STORE(4)
+                   GA_INT8_STORE(5) GA_INT8_STORE(6) GA_INT8_STORE(7) GA_INT8_STORE(8) GA_INT8_STORE(9)
+                       GA_INT8_STORE(10) GA_INT8_STORE(11)
+               : [i] "+r"(i), [b] "+r"(b), [k] "+r"(k4)
+               : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5),
+                 [ones] "r"(ones), [acc] "r"(acc)
+               : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+                 "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+}
+#undef GA_INT8_ROW
+#undef GA_INT8_ACC
+#undef GA_INT8_ALL
+#undef GA_INT8_STORE
+#endif
+
+inline void kernel(int64_t k4, const uint8_t* const* rows, const int8_t* b, int32_t* acc, bool zero_first) {
+#if GA_X86_INT8_KERNELS
+  if (avx2_supported() && !force_portable()) return kernel_avx2(k4, rows, b, acc, zero_first);
+#endif
+  kernel_portable(k4, rows, b, acc, zero_first);
+}
+
+// ---- the blocked product ----
+
+/// A prepared weight's raw views (see Int8Weight).
+struct PackedWeight {
+  const int8_t* panels;
+  const float* scales;
+  const int32_t* sums;
+  int64_t rows, taps, k4_per_tap;  // K4 = taps * k4_per_tap
+};
+
+inline PackedWeight packed_of(const Int8Weight& w) {
+  return {static_cast<const int8_t*>(w.packed.raw_data()), static_cast<const float*>(w.scales.raw_data()),
+          static_cast<const int32_t*>(w.sums.raw_data()), w.rows, w.kh * w.kw, round_up(w.channels, 4) / 4};
+}
+
+/// out(m, n) = scale(m) * w.scales[n] * (sum_k qa(m, k) qw(n, k) - zero(m) * w.sums[n]) for m
+/// < M, n < w.rows. rows_of(m0, ptrs) sets ptrs[tap * 6 + r] to the bytes that row m0 + r
+/// (r < 6) multiplies by tap `tap` (k4_per_tap * 4 readable bytes each, also for rows past M);
+/// quant_of_row(m) gives row m's RowQuant; out_of(m) a pointer p and a stride s such that
+/// out(m, n) goes to p[n * s].
+template <class RowsOf, class QuantOfRow, class OutOf>
+void product(int64_t M, const PackedWeight& w, const RowsOf& rows_of, const QuantOfRow& quant_of_row,
+             const OutOf& out_of) {
+  const int64_t m_panels = (M + kMR - 1) / kMR, n_panels = (w.rows + kNR - 1) / kNR;
+  const int64_t K4 = w.taps * w.k4_per_tap, panel_bytes = K4 * kNR * 4;
+  // A chunk of weight panels stays in L2 (128 KiB) while a block of row panels sweeps it;
+  // blocks shrink until every thread has several tasks.
+  int64_t n_chunk = std::max<int64_t>(1, std::min<int64_t>(n_panels, (int64_t(128) << 10) / panel_bytes));
+  int64_t m_block = 16;
+  const int64_t want = 4 * get_num_threads();
+  auto tasks = [&] { return ((m_panels + m_block - 1) / m_block) * ((n_panels + n_chunk - 1) / n_chunk); };
+  while (tasks() < want && m_block > 1) m_block /= 2;
+  while (tasks() < want && n_chunk > 1) n_chunk = (n_chunk + 1) / 2;
+  const int64_t m_blocks = (m_panels + m_block - 1) / m_block, n_chunks = (n_panels + n_chunk - 1) / n_chunk;
+  parallel_for(0, m_blocks * n_chunks, 1, [&](int64_t lo, int64_t hi) {
+    alignas(32) int32_t acc[kMR * kNR];
+    std::vector<const uint8_t*> ptrs(static_cast<size_t>(w.taps * kMR));
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t mb = t / n_chunks, nc = t % n_chunks;
+      const int64_t mp_end = std::min(m_panels, (mb + 1) * m_block), np_end = std::min(n_panels, (nc + 1) * n_chunk);
+      for (int64_t mp = mb * m_block; mp < mp_end; ++mp) {
+        const int64_t m0 = mp * kMR, rows = std::min(kMR, M - m0);
+        RowQuant rq[kMR];
+        float* out_row[kMR];
+        int64_t out_stride[kMR];
+        rows_of(m0, ptrs.data());
+        for (int64_t r = 0; r < rows; ++r) {
+          rq[r] = quant_of_row(m0 + r);
+          const auto [p, stride] = out_of(m0 + r);
+          out_row[r] = p;
+          out_stride[r] = stride;
+        }
+        for (int64_t np = nc * n_chunk; np < np_end; ++np) {
+          const int8_t* panel = w.panels + np * panel_bytes;
+          for (int64_t tap = 0; tap < w.taps; ++tap)
+            kernel(w.k4_per_tap, ptrs.data() + tap * kMR, panel + tap * w.k4_per_tap * kNR * 4, acc, tap == 0);
+          const int64_t n0 = np * kNR, cols = std::min(kNR, w.rows - n0);
+          for (int64_t r = 0; r < rows; ++r) {
+            float* o = out_row[r] + n0 * out_stride[r];
+            for (int64_t c = 0; c < cols; ++c) {
+              const int32_t exact = acc[r * kNR + c] - rq[r].zero * w.sums[n0 + c];
+              o[c * out_stride[r]] = static_cast<float>(exact) * (rq[r].scale * w.scales[n0 + c]);
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace ga::backend::cpu::int8_gemm
+
+#include "conv_kernels.hpp"
+#include "epilogue.hpp"
+#if GA_EMIT_CPU_KERNELS
+
+namespace ga::backend::cpu {
+
+GA_CPU_KERNEL Int8Weight CpuBackend::int8_weight(const Tensor& w) {
+  using namespace int8_gemm;
+  GA_CHECK(w.dtype() == DType::f32 && w.is_contiguous() && (w.dim() == 2 || w.dim() == 4), ShapeError,
+           "int8_weight: the weight must be a contiguous f32 [out, in] or [out, channels, kh, kw] tensor, got ",
+           dtype_name(w.dtype()), " ", shape_str(w.shape()));
+  Int8Weight q;
+  q.rows = w.size(0);
+  q.channels = w.size(1);
+  q.kh = w.dim() == 4 ? w.size(2) : 1;
+  q.kw = w.dim() == 4 ? w.size(3) : 1;
+  const int64_t N = q.rows, C = q.channels, taps = q.kh * q.kw, Cp = round_up(C, 4), K4 = taps * Cp / 4;
+  const int64_t panels = (N + kNR - 1) / kNR;
+  q.packed = detail::scratch_tensor({panels * K4 * kNR * 4}, DType::u8);
+  q.scales = detail::scratch_tensor({N}, DType::f32);
+  q.sums = detail::scratch_tensor({N}, DType::i32);
+  std::memset(q.packed.raw_data(), 0, static_cast<size_t>(q.packed.numel()));
+  const float* src = static_cast<const float*>(w.raw_data());
+  int8_t* dst = static_cast<int8_t*>(q.packed.raw_data());
+  float* scales = static_cast<float*>(q.scales.raw_data());
+  int32_t* sums = static_cast<int32_t*>(q.sums.raw_data());
+  parallel_for(0, N, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t n = lo; n < hi; ++n) {
+      const float* row = src + n * C * taps;  // [C][taps]
+      float amax = 0;
+      bool finite = true;
+      for (int64_t i = 0; i < C * taps; ++i) {
+        finite = finite && std::isfinite(row[i]);
+        amax = std::max(amax, std::fabs(row[i]));
+      }
+      GA_CHECK(finite, ValueError, "int8_weight: output channel ", n, " of the weight ", shape_str(w.shape()),
+               " holds a non-finite value");
+      const float scale = amax > 0 ? amax / kWeightMax : 1.0f;
+      int32_t sum = 0;
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t t = 0; t < taps; ++t) {
+          const float v = std::nearbyint(row[c * taps + t] / scale);
+          const int8_t qv = static_cast<int8_t>(std::min<float>(kWeightMax, std::max<float>(-kWeightMax, v)));
+          const int64_t k = t * Cp + c;  // tap-major, channel innermost
+          dst[((n / kNR * K4 + k / 4) * kNR + n % kNR) * 4 + k % 4] = qv;
+          sum += qv;
+        }
+      scales[n] = scale;
+      sums[n] = sum;
+    }
+  });
+  return q;
+}
+
+GA_CPU_KERNEL void CpuBackend::int8_linear(const Tensor& x, const Int8Weight& w, const Tensor& out,
+                                           const MatmulEpilogue& e) {
+  using namespace int8_gemm;
+  const int64_t M = x.size(0), K = x.size(1), N = w.rows;
+  GA_CHECK(x.dtype() == DType::f32 && x.is_contiguous() && x.dim() == 2 && w.kh == 1 && w.kw == 1 &&
+               K == w.channels && out.dtype() == DType::f32 && out.is_contiguous() &&
+               out.shape() == Shape({1, M, N}),
+           ShapeError, "int8_linear: input ", shape_str(x.shape()), " ", dtype_name(x.dtype()), ", an int8 weight [",
+           N, ", ", w.channels, "] (", w.kh, "x", w.kw, ") and output ", shape_str(out.shape()), " do not fit");
+  if (M == 0 || N == 0) return;
+  const int64_t Kp = round_up(K, 4);
+  std::vector<uint8_t> q(static_cast<size_t>((M + kMR) * Kp), 0);  // + one row of zeros for the padding rows
+  std::vector<RowQuant> rq(static_cast<size_t>(M));
+  const float* xs = static_cast<const float*>(x.raw_data());
+  parallel_for(0, M, 8, [&](int64_t lo, int64_t hi) {
+    for (int64_t m = lo; m < hi; ++m) {
+      rq[static_cast<size_t>(m)] = quant_of(xs + m * K, K);
+      quantize(xs + m * K, K, rq[static_cast<size_t>(m)], q.data() + m * Kp);
+    }
+  });
+  const uint8_t* pad = q.data() + M * Kp;
+  float* o = static_cast<float*>(out.raw_data());
+  product(
+      M, packed_of(w),
+      [&](int64_t m0, const uint8_t** ptrs) {
+        for (int64_t r = 0; r < kMR; ++r) ptrs[r] = m0 + r < M ? q.data() + (m0 + r) * Kp : pad;
+      },
+      [&](int64_t m) { return rq[static_cast<size_t>(m)]; },
+      [&](int64_t m) { return std::pair<float*, int64_t>(o + m * N, 1); });
+  apply_epilogue(out, e);
+}
+
+GA_CPU_KERNEL void CpuBackend::int8_conv2d(const Tensor& x, const Int8Weight& w, const Window2d& g, const Tensor& out,
+                                           const MatmulEpilogue& e) {
+  using namespace int8_gemm;
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), O = w.rows;
+  const int64_t OH = g.out_h(H), OW = g.out_w(W), P = OH * OW;
+  GA_CHECK(x.dtype() == DType::f32 && x.is_contiguous() && x.dim() == 4 && C == w.channels && g.kh == w.kh &&
+               g.kw == w.kw && out.dtype() == DType::f32 && out.is_contiguous() && out.shape() == Shape({B, O, P}),
+           ShapeError, "int8_conv2d: input ", shape_str(x.shape()), " ", dtype_name(x.dtype()), ", an int8 weight [",
+           O, ", ", w.channels, ", ", w.kh, ", ", w.kw, "] and output ", shape_str(out.shape()), " do not fit");
+  if (out.numel() == 0) return;
+  // Each image quantized as a whole, stored NHWC with channels padded to Cp (by its zero point).
+  const int64_t Cp = round_up(C, 4), HW = H * W;
+  std::vector<uint8_t> q(static_cast<size_t>(B * HW * Cp));
+  std::vector<uint8_t> zero_rows(static_cast<size_t>((B + 1) * Cp), 0);  // per image, then one for rows past M
+  std::vector<RowQuant> iq(static_cast<size_t>(B));
+  const float* xs = static_cast<const float*>(x.raw_data());
+  parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b) iq[static_cast<size_t>(b)] = quant_of(xs + b * C * HW, C * HW);
+  });
+  // Blocks of `run` pixels: each channel's run quantized into an L2-sized buffer [Cp][run],
+  // then transposed into the NHWC rows 16 channels at a time. (Scattering bytes straight into
+  // rows of Cp bytes touches a new cache line per byte; short runs per channel read too many
+  // pages at once for the prefetchers: 64-pixel runs made a 1x1 convolution 2x slower.)
+  const int64_t run = std::max<int64_t>(64, std::min<int64_t>(1024, ((int64_t(128) << 10) / Cp) / 64 * 64));
+  const int64_t blocks = (HW + run - 1) / run;
+  parallel_for(0, B * blocks, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<uint8_t> buf(static_cast<size_t>(Cp * run));
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t b = t / blocks, i0 = t % blocks * run, n = std::min(run, HW - i0);
+      const RowQuant rq = iq[static_cast<size_t>(b)];
+      for (int64_t c = 0; c < C; ++c) quantize(xs + (b * C + c) * HW + i0, n, rq, buf.data() + c * run);
+      std::memset(buf.data() + C * run, rq.zero, static_cast<size_t>((Cp - C) * run));
+      // Locals only: byte stores may alias anything the lambda reaches by reference.
+      uint8_t* const d = q.data() + (b * HW + i0) * Cp;
+      const uint8_t* const src = buf.data();
+      const int64_t cp = Cp, stride = run;
+      for (int64_t c0 = 0; c0 < cp; c0 += 16) {
+        const int64_t c1 = std::min(cp, c0 + 16);
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t c = c0; c < c1; ++c) d[i * cp + c] = src[c * stride + i];
+      }
+    }
+  });
+  for (int64_t b = 0; b < B; ++b)
+    std::fill(zero_rows.begin() + b * Cp, zero_rows.begin() + (b + 1) * Cp,
+              static_cast<uint8_t>(iq[static_cast<size_t>(b)].zero));
+  const int64_t M = B * P;
+  float* o = static_cast<float*>(out.raw_data());
+  product(
+      M, packed_of(w),
+      [&](int64_t m0, const uint8_t** ptrs) {
+        for (int64_t r = 0; r < kMR; ++r) {
+          const int64_t m = m0 + r;
+          if (m >= M) {
+            for (int64_t tap = 0; tap < g.kh * g.kw; ++tap) ptrs[tap * kMR + r] = zero_rows.data() + B * Cp;
+            continue;
+          }
+          const int64_t b = m / P, p = m % P, y0 = p / OW * g.sh - g.ph, x0 = p % OW * g.sw - g.pw;
+          const uint8_t* image = q.data() + b * HW * Cp;
+          for (int64_t ky = 0; ky < g.kh; ++ky)
+            for (int64_t kx = 0; kx < g.kw; ++kx) {
+              const int64_t iy = y0 + ky, ix = x0 + kx;
+              ptrs[(ky * g.kw + kx) * kMR + r] = iy >= 0 && iy < H && ix >= 0 && ix < W
+                                                     ? image + (iy * W + ix) * Cp
+                                                     : zero_rows.data() + b * Cp;
+            }
+        }
+      },
+      [&](int64_t m) { return iq[static_cast<size_t>(m / P)]; },
+      [&](int64_t m) { return std::pair<float*, int64_t>(o + m / P * O * P + m % P, P); });
+  apply_epilogue(out, e);
+}
+
+}  // namespace ga::backend::cpu
+#endif

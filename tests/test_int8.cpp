@@ -1,0 +1,272 @@
+// The int8 products (quantize_int8, linear_int8, conv2d_int8) against naive double-precision
+// loops that never call the library:
+//   - on values that lie exactly on their quantization grid (so quantizing loses nothing),
+//     the result must be the exact product up to f32 rounding: this checks the kernel, the
+//     weight packing, the zero points and the convolution's windows and padding;
+//   - on random values, the error must stay within the bound the documented quantization
+//     rule gives (half a step of each factor), recomputed here from that rule;
+//   - both kernels (AVX2 and the portable one) give the same bits.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <ga/ga.hpp>
+
+namespace {
+
+using ga::Shape;
+using ga::Tensor;
+
+Tensor from_values(const std::vector<double>& v, const Shape& shape) {
+  std::vector<float> f(v.begin(), v.end());
+  return ga::tensor(f, shape);
+}
+
+std::vector<double> values_of(const Tensor& t) {
+  const Tensor c = t.contiguous();
+  const float* p = static_cast<const float*>(c.raw_data());
+  return std::vector<double>(p, p + c.numel());
+}
+
+/// A weight [N, per_row] whose rows are integers in [-63, 63] times a power of two, each row
+/// reaching +-63 once: its quantization is exact. Returns the values.
+std::vector<double> grid_weight(std::mt19937& rng, int64_t N, int64_t per_row) {
+  std::uniform_int_distribution<int> q(-63, 63), e(-8, -3);
+  std::vector<double> w(static_cast<size_t>(N * per_row));
+  for (int64_t n = 0; n < N; ++n) {
+    const double s = std::ldexp(1.0, e(rng));
+    for (int64_t k = 0; k < per_row; ++k) w[static_cast<size_t>(n * per_row + k)] = q(rng) * s;
+    w[static_cast<size_t>(n * per_row + n % per_row)] = (n % 2 ? -63 : 63) * s;
+  }
+  return w;
+}
+
+/// `count` activations on an 8-bit grid: (q - z) * s with q in [0, 255] reaching both 0 and
+/// 255, z in [1, 254], s a power of two: quantized exactly (scale s, zero point z).
+std::vector<double> grid_activations(std::mt19937& rng, int64_t count) {
+  std::uniform_int_distribution<int> q(0, 255), z(1, 254), e(-6, 0);
+  const int zero = z(rng);
+  const double s = std::ldexp(1.0, e(rng));
+  std::vector<double> a(static_cast<size_t>(count));
+  for (auto& v : a) v = (q(rng) - zero) * s;
+  a[0] = -zero * s;
+  if (count > 1) a[static_cast<size_t>(count - 1)] = (255 - zero) * s;
+  return a;
+}
+
+/// y[m, n] = sum_k x[m, k] w[n, k] (+ bias[n]), in double.
+std::vector<double> ref_linear(const std::vector<double>& x, const std::vector<double>& w, const double* bias,
+                               int64_t M, int64_t N, int64_t K) {
+  std::vector<double> y(static_cast<size_t>(M * N));
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double s = bias ? bias[n] : 0;
+      for (int64_t k = 0; k < K; ++k) s += x[static_cast<size_t>(m * K + k)] * w[static_cast<size_t>(n * K + k)];
+      y[static_cast<size_t>(m * N + n)] = s;
+    }
+  return y;
+}
+
+/// The convolution of x [B, C, H, W] with w [O, C, kh, kw], zero padding, in double.
+std::vector<double> ref_conv(const std::vector<double>& x, const std::vector<double>& w, const double* bias,
+                             int64_t B, int64_t C, int64_t H, int64_t W, int64_t O, int64_t kh, int64_t kw,
+                             int64_t stride, int64_t pad, int64_t& OH, int64_t& OW) {
+  OH = (H + 2 * pad - kh) / stride + 1;
+  OW = (W + 2 * pad - kw) / stride + 1;
+  std::vector<double> y(static_cast<size_t>(B * O * OH * OW));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t oy = 0; oy < OH; ++oy)
+        for (int64_t ox = 0; ox < OW; ++ox) {
+          double s = bias ? bias[o] : 0;
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t i = 0; i < kh; ++i)
+              for (int64_t j = 0; j < kw; ++j) {
+                const int64_t iy = oy * stride - pad + i, ix = ox * stride - pad + j;
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                s += x[static_cast<size_t>(((b * C + c) * H + iy) * W + ix)] *
+                     w[static_cast<size_t>(((o * C + c) * kh + i) * kw + j)];
+              }
+          y[static_cast<size_t>(((b * O + o) * OH + oy) * OW + ox)] = s;
+        }
+  return y;
+}
+
+/// Runs f with the portable kernel forced, then restores the automatic choice.
+template <class F>
+auto portable(const F& f) {
+  ga::backend::cpu::int8_gemm::force_portable() = true;
+  auto r = f();
+  ga::backend::cpu::int8_gemm::force_portable() = false;
+  return r;
+}
+
+void check_close(const std::vector<double>& got, const std::vector<double>& want, double rel) {
+  REQUIRE(got.size() == want.size());
+  double scale = 0;
+  for (double v : want) scale = std::max(scale, std::fabs(v));
+  for (size_t i = 0; i < got.size(); ++i) {
+    INFO("element ", i, ": ", got[i], " vs ", want[i]);
+    REQUIRE(std::fabs(got[i] - want[i]) <= rel * (std::fabs(want[i]) + 1e-3 * scale));
+  }
+}
+
+void check_same_bits(const Tensor& a, const Tensor& b) {
+  const std::vector<double> x = values_of(a), y = values_of(b);
+  REQUIRE(x.size() == y.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    INFO("element ", i);
+    REQUIRE(x[i] == y[i]);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("int8: linear on grid values is the exact product, on both kernels") {
+  ga::NoGradGuard no_grad;
+  std::mt19937 rng(7);
+  for (auto [M, N, K] : std::vector<std::array<int64_t, 3>>{
+           {1, 1, 1}, {1, 16, 4}, {7, 5, 3}, {6, 33, 64}, {50, 40, 301}, {97, 130, 768}}) {
+    CAPTURE(M);
+    CAPTURE(N);
+    CAPTURE(K);
+    std::vector<double> x;
+    for (int64_t m = 0; m < M; ++m) {
+      const std::vector<double> row = grid_activations(rng, K);
+      x.insert(x.end(), row.begin(), row.end());
+    }
+    const std::vector<double> w = grid_weight(rng, N, K);
+    std::vector<double> bias(static_cast<size_t>(N));
+    for (auto& b : bias) b = std::uniform_real_distribution<double>(-1, 1)(rng);
+    const Tensor xt = from_values(x, {M, K}), wt = from_values(w, {N, K}), bt = from_values(bias, {N});
+    const ga::backend::Int8Weight q = ga::quantize_int8(wt);
+    const Tensor y = ga::linear_int8(xt, q, bt);
+    check_close(values_of(y), ref_linear(x, w, bias.data(), M, N, K), 1e-6);
+    check_same_bits(y, portable([&] { return ga::linear_int8(xt, q, bt); }));
+    // A batch of rows [2, M, K] gives [2, M, N], each row as alone.
+    const Tensor y2 = ga::linear_int8(ga::stack({xt, xt}, 0), q, bt);
+    CHECK(y2.shape() == Shape({2, M, N}));
+    check_same_bits(y2.select(0, 1), y);
+  }
+}
+
+TEST_CASE("int8: the fused epilogue (residual, activation) follows the product") {
+  ga::NoGradGuard no_grad;
+  std::mt19937 rng(11);
+  const int64_t M = 13, N = 21, K = 40;
+  std::vector<double> x;
+  for (int64_t m = 0; m < M; ++m) {
+    const std::vector<double> row = grid_activations(rng, K);
+    x.insert(x.end(), row.begin(), row.end());
+  }
+  const std::vector<double> w = grid_weight(rng, N, K);
+  std::vector<double> res(static_cast<size_t>(M * N));
+  for (auto& r : res) r = std::uniform_real_distribution<double>(-2, 2)(rng);
+  const ga::backend::Int8Weight q = ga::quantize_int8(from_values(w, {N, K}));
+  const Tensor y = ga::linear_int8(from_values(x, {M, K}), q, Tensor(),
+                                   {from_values(res, {M, N}), ga::Activation::Gelu});
+  std::vector<double> want = ref_linear(x, w, nullptr, M, N, K);
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double v = want[i] + res[i];
+    want[i] = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+  }
+  check_close(values_of(y), want, 1e-5);
+}
+
+TEST_CASE("int8: conv2d on grid values is the exact convolution (windows, strides, padding, channels)") {
+  ga::NoGradGuard no_grad;
+  std::mt19937 rng(3);
+  struct Geo { int64_t B, C, H, W, O, k, stride, pad; };
+  for (const Geo& g : {Geo{1, 3, 9, 9, 5, 3, 1, 1}, Geo{2, 8, 7, 6, 17, 1, 1, 0}, Geo{2, 3, 15, 15, 8, 7, 2, 3},
+                       Geo{1, 5, 10, 10, 16, 3, 2, 1}, Geo{2, 3, 64, 64, 20, 32, 32, 0}, Geo{3, 33, 5, 5, 9, 3, 1, 1}}) {
+    CAPTURE(g.C);
+    CAPTURE(g.k);
+    CAPTURE(g.stride);
+    std::vector<double> x;
+    for (int64_t b = 0; b < g.B; ++b) {
+      const std::vector<double> img = grid_activations(rng, g.C * g.H * g.W);
+      x.insert(x.end(), img.begin(), img.end());
+    }
+    const std::vector<double> w = grid_weight(rng, g.O, g.C * g.k * g.k);
+    std::vector<double> bias(static_cast<size_t>(g.O));
+    for (auto& b : bias) b = std::uniform_real_distribution<double>(-1, 1)(rng);
+    int64_t OH = 0, OW = 0;
+    const std::vector<double> want =
+        ref_conv(x, w, bias.data(), g.B, g.C, g.H, g.W, g.O, g.k, g.k, g.stride, g.pad, OH, OW);
+    const Tensor xt = from_values(x, {g.B, g.C, g.H, g.W}), bt = from_values(bias, {g.O});
+    const ga::backend::Int8Weight q = ga::quantize_int8(from_values(w, {g.O, g.C, g.k, g.k}));
+    const Tensor y = ga::conv2d_int8(xt, q, bt, {g.stride, g.stride}, {g.pad, g.pad});
+    CHECK(y.shape() == Shape({g.B, g.O, OH, OW}));
+    check_close(values_of(y), want, 1e-6);
+    check_same_bits(y, portable([&] { return ga::conv2d_int8(xt, q, bt, {g.stride, g.stride}, {g.pad, g.pad}); }));
+  }
+}
+
+TEST_CASE("int8: on random values the error stays within the quantization bound") {
+  ga::NoGradGuard no_grad;
+  std::mt19937 rng(5);
+  const int64_t M = 37, N = 45, K = 200;
+  std::normal_distribution<double> normal(0, 1);
+  std::vector<double> x(static_cast<size_t>(M * K)), w(static_cast<size_t>(N * K));
+  for (auto& v : x) v = static_cast<float>(normal(rng) + 0.3);
+  for (auto& v : w) v = static_cast<float>(0.05 * normal(rng));
+  const Tensor y = ga::linear_int8(from_values(x, {M, K}), ga::quantize_int8(from_values(w, {N, K})));
+  const std::vector<double> got = values_of(y), exact = ref_linear(x, w, nullptr, M, N, K);
+  double err2 = 0, ref2 = 0;
+  for (int64_t m = 0; m < M; ++m) {
+    // The documented rule: rows over [min(row, 0), max(row, 0)] in 255 steps, weights per
+    // output channel max|w| / 63.
+    double lo = 0, hi = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      lo = std::min(lo, x[static_cast<size_t>(m * K + k)]);
+      hi = std::max(hi, x[static_cast<size_t>(m * K + k)]);
+    }
+    const double sa = (hi - lo) / 255;
+    for (int64_t n = 0; n < N; ++n) {
+      double amax = 0;
+      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(w[static_cast<size_t>(n * K + k)]));
+      const double sw = amax / 63;
+      double bound = 0;
+      for (int64_t k = 0; k < K; ++k)
+        bound += sa / 2 * std::fabs(w[static_cast<size_t>(n * K + k)]) +
+                 sw / 2 * std::fabs(x[static_cast<size_t>(m * K + k)]) + sa * sw / 4;
+      const size_t i = static_cast<size_t>(m * N + n);
+      INFO("row ", m, " column ", n);
+      REQUIRE(std::fabs(got[i] - exact[i]) <= bound * (1 + 1e-5) + 1e-6);
+      err2 += (got[i] - exact[i]) * (got[i] - exact[i]);
+      ref2 += exact[i] * exact[i];
+    }
+  }
+  // And typically far inside it: errors of random sign mostly cancel.
+  MESSAGE("int8 linear: relative RMS error ", std::sqrt(err2 / ref2));
+  CHECK(std::sqrt(err2 / ref2) < 0.02);
+}
+
+TEST_CASE("int8: non-finite inputs give NaN rows; bad weights and gradients are refused") {
+  ga::NoGradGuard no_grad;
+  const ga::backend::Int8Weight q = ga::quantize_int8(ga::ones({3, 8}));
+  Tensor x = ga::ones({2, 8});
+  static_cast<float*>(x.raw_data())[3] = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<double> y = values_of(ga::linear_int8(x, q));
+  for (int j = 0; j < 3; ++j) {
+    CHECK(std::isnan(y[static_cast<size_t>(j)]));
+    CHECK(y[static_cast<size_t>(3 + j)] == doctest::Approx(8.0).epsilon(1e-6));
+  }
+  Tensor bad = ga::ones({2, 4});
+  static_cast<float*>(bad.raw_data())[5] = std::numeric_limits<float>::infinity();
+  CHECK_THROWS_WITH_AS(ga::quantize_int8(bad), doctest::Contains("output channel 1"), ga::ValueError);
+  CHECK_THROWS_AS(ga::linear_int8(ga::ones({2, 7}), q), ga::ShapeError);
+  CHECK_THROWS_AS(ga::conv2d_int8(ga::ones({1, 5, 4, 4}), q), ga::ShapeError);
+}
+
+TEST_CASE("int8: an input that requires a gradient is refused") {
+  const ga::backend::Int8Weight q = ga::quantize_int8(ga::ones({3, 8}));
+  Tensor x = ga::ones({2, 8});
+  x.requires_grad_();
+  CHECK_THROWS_WITH_AS(ga::linear_int8(x, q), doctest::Contains("inference"), ga::AutogradError);
+}
