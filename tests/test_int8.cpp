@@ -207,6 +207,29 @@ TEST_CASE("int8: conv2d on grid values is the exact convolution (windows, stride
   }
 }
 
+TEST_CASE("int8: conv2d's fused epilogue (bias per channel, residual, relu)") {
+  ga::NoGradGuard no_grad;
+  std::mt19937 rng(13);
+  const int64_t B = 2, C = 6, H = 7, W = 9, O = 19, k = 3;
+  std::vector<double> x;
+  for (int64_t b = 0; b < B; ++b) {
+    const std::vector<double> img = grid_activations(rng, C * H * W);
+    x.insert(x.end(), img.begin(), img.end());
+  }
+  const std::vector<double> w = grid_weight(rng, O, C * k * k);
+  std::vector<double> bias(static_cast<size_t>(O));
+  for (auto& b : bias) b = std::uniform_real_distribution<double>(-1, 1)(rng);
+  int64_t OH = 0, OW = 0;
+  std::vector<double> want = ref_conv(x, w, bias.data(), B, C, H, W, O, k, k, 2, 1, OH, OW);
+  std::vector<double> res(want.size());
+  for (auto& r : res) r = std::uniform_real_distribution<double>(-3, 3)(rng);
+  for (size_t i = 0; i < want.size(); ++i) want[i] = std::max(0.0, want[i] + res[i]);
+  const Tensor y = ga::conv2d_int8(from_values(x, {B, C, H, W}), ga::quantize_int8(from_values(w, {O, C, k, k})),
+                                   from_values(bias, {O}), {2, 2}, {1, 1},
+                                   {from_values(res, {B, O, OH, OW}), ga::Activation::Relu});
+  check_close(values_of(y), want, 1e-5);
+}
+
 TEST_CASE("int8: on random values the error stays within the quantization bound") {
   ga::NoGradGuard no_grad;
   std::mt19937 rng(5);

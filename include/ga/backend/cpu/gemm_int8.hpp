@@ -258,10 +258,11 @@ inline PackedWeight packed_of(const Int8Weight& w) {
 /// < M, n < w.rows. rows_of(m0, ptrs) sets ptrs[tap * 6 + r] to the bytes that row m0 + r
 /// (r < 6) multiplies by tap `tap` (k4_per_tap * 4 readable bytes each, also for rows past M);
 /// quant_of_row(m) gives row m's RowQuant; out_of(m) a pointer p and a stride s such that
-/// out(m, n) goes to p[n * s].
-template <class RowsOf, class QuantOfRow, class OutOf>
+/// out(m, n) goes to p[n * s]; finish(p + n0 * s, s, n0, cols) then applies the epilogue to
+/// the just-stored results n0..n0+cols-1 of a row.
+template <class RowsOf, class QuantOfRow, class OutOf, class Finish>
 void product(int64_t M, const PackedWeight& w, const RowsOf& rows_of, const QuantOfRow& quant_of_row,
-             const OutOf& out_of) {
+             const OutOf& out_of, const Finish& finish) {
   const int64_t m_panels = (M + kMR - 1) / kMR, n_panels = (w.rows + kNR - 1) / kNR;
   const int64_t K4 = w.taps * w.k4_per_tap, panel_bytes = K4 * kNR * 4;
   // A chunk of weight panels stays in L2 (128 KiB) while a block of row panels sweeps it;
@@ -302,6 +303,7 @@ void product(int64_t M, const PackedWeight& w, const RowsOf& rows_of, const Quan
               const int32_t exact = acc[r * kNR + c] - rq[r].zero * w.sums[n0 + c];
               o[c * out_stride[r]] = static_cast<float>(exact) * (rq[r].scale * w.scales[n0 + c]);
             }
+            finish(o, out_stride[r], n0, cols);
           }
         }
       }
@@ -316,6 +318,38 @@ void product(int64_t M, const PackedWeight& w, const RowsOf& rows_of, const Quan
 #if GA_EMIT_CPU_KERNELS
 
 namespace ga::backend::cpu {
+
+namespace int8_gemm {
+/// The epilogue e applied to a run of results in out (f32): o[c * stride] for c < cols are
+/// the results of columns n0 + c (a bias is per column in both products' terms: a linear
+/// layer's output feature, a convolution's output channel); the residual has out's layout.
+struct Finisher {
+  const float* bias = nullptr;
+  const float* residual = nullptr;
+  const float* out = nullptr;
+  Activation activation = Activation::None;
+
+  Finisher(const Tensor& o, const MatmulEpilogue& e, const char* op) {
+    detail::check_epilogue(op, o, e);
+    out = static_cast<const float*>(o.raw_data());
+    if (e.bias.defined()) bias = static_cast<const float*>(e.bias.raw_data());
+    if (e.residual.defined()) residual = static_cast<const float*>(e.residual.raw_data());
+    activation = e.activation;
+  }
+  void operator()(float* o, int64_t stride, int64_t n0, int64_t cols) const {
+    if (bias)
+      for (int64_t c = 0; c < cols; ++c) o[c * stride] += bias[n0 + c];
+    if (residual) {
+      const float* r = residual + (o - out);
+      for (int64_t c = 0; c < cols; ++c) o[c * stride] += r[c * stride];
+    }
+    if (activation == Activation::None) return;
+    if (stride == 1) return detail::activate_row<float>(activation, o, cols);
+    const UnaryOp op = detail::activation_op(activation);
+    for (int64_t c = 0; c < cols; ++c) o[c * stride] = detail::unary_scalar<float>(op, o[c * stride], 0.0f, 0.0f);
+  }
+};
+}  // namespace int8_gemm
 
 GA_CPU_KERNEL Int8Weight CpuBackend::int8_weight(const Tensor& w) {
   using namespace int8_gemm;
@@ -393,8 +427,7 @@ GA_CPU_KERNEL void CpuBackend::int8_linear(const Tensor& x, const Int8Weight& w,
         for (int64_t r = 0; r < kMR; ++r) ptrs[r] = m0 + r < M ? q.data() + (m0 + r) * Kp : pad;
       },
       [&](int64_t m) { return rq[static_cast<size_t>(m)]; },
-      [&](int64_t m) { return std::pair<float*, int64_t>(o + m * N, 1); });
-  apply_epilogue(out, e);
+      [&](int64_t m) { return std::pair<float*, int64_t>(o + m * N, 1); }, Finisher(out, e, "int8_linear"));
 }
 
 GA_CPU_KERNEL void CpuBackend::int8_conv2d(const Tensor& x, const Int8Weight& w, const Window2d& g, const Tensor& out,
@@ -466,8 +499,8 @@ GA_CPU_KERNEL void CpuBackend::int8_conv2d(const Tensor& x, const Int8Weight& w,
         }
       },
       [&](int64_t m) { return iq[static_cast<size_t>(m / P)]; },
-      [&](int64_t m) { return std::pair<float*, int64_t>(o + m / P * O * P + m % P, P); });
-  apply_epilogue(out, e);
+      [&](int64_t m) { return std::pair<float*, int64_t>(o + m / P * O * P + m % P, P); },
+      Finisher(out, e, "int8_conv2d"));
 }
 
 }  // namespace ga::backend::cpu
