@@ -75,9 +75,10 @@ std::vector<double> ref_linear(const std::vector<double>& x, const std::vector<d
 /// The convolution of x [B, C, H, W] with w [O, C, kh, kw], zero padding, in double.
 std::vector<double> ref_conv(const std::vector<double>& x, const std::vector<double>& w, const double* bias,
                              int64_t B, int64_t C, int64_t H, int64_t W, int64_t O, int64_t kh, int64_t kw,
-                             int64_t stride, int64_t pad, int64_t& OH, int64_t& OW) {
+                             int64_t stride, int64_t pad, int64_t& OH, int64_t& OW, int64_t pad_w = -1) {
+  if (pad_w < 0) pad_w = pad;
   OH = (H + 2 * pad - kh) / stride + 1;
-  OW = (W + 2 * pad - kw) / stride + 1;
+  OW = (W + 2 * pad_w - kw) / stride + 1;
   std::vector<double> y(static_cast<size_t>(B * O * OH * OW));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t o = 0; o < O; ++o)
@@ -87,7 +88,7 @@ std::vector<double> ref_conv(const std::vector<double>& x, const std::vector<dou
           for (int64_t c = 0; c < C; ++c)
             for (int64_t i = 0; i < kh; ++i)
               for (int64_t j = 0; j < kw; ++j) {
-                const int64_t iy = oy * stride - pad + i, ix = ox * stride - pad + j;
+                const int64_t iy = oy * stride - pad + i, ix = ox * stride - pad_w + j;
                 if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
                 s += x[static_cast<size_t>(((b * C + c) * H + iy) * W + ix)] *
                      w[static_cast<size_t>(((o * C + c) * kh + i) * kw + j)];
@@ -204,6 +205,26 @@ TEST_CASE("int8: conv2d on grid values is the exact convolution (windows, stride
     CHECK(y.shape() == Shape({g.B, g.O, OH, OW}));
     check_close(values_of(y), want, 1e-6);
     check_same_bits(y, portable([&] { return ga::conv2d_int8(xt, q, bt, {g.stride, g.stride}, {g.pad, g.pad}); }));
+  }
+}
+
+TEST_CASE("int8: conv2d with vertical padding only (whole window rows per kernel call)") {
+  ga::NoGradGuard no_grad;
+  std::mt19937 rng(17);
+  const int64_t B = 2, C = 5, H = 9, W = 11, O = 7, k = 5;
+  std::vector<double> x;
+  for (int64_t b = 0; b < B; ++b) {
+    const std::vector<double> img = grid_activations(rng, C * H * W);
+    x.insert(x.end(), img.begin(), img.end());
+  }
+  const std::vector<double> w = grid_weight(rng, O, C * k * k);
+  for (int64_t stride : {1, 2}) {
+    int64_t OH = 0, OW = 0;
+    const std::vector<double> want = ref_conv(x, w, nullptr, B, C, H, W, O, k, k, stride, 2, OH, OW, /*pad_w=*/0);
+    const Tensor y = ga::conv2d_int8(from_values(x, {B, C, H, W}), ga::quantize_int8(from_values(w, {O, C, k, k})),
+                                     Tensor(), {stride, stride}, {2, 0});
+    CHECK(y.shape() == Shape({B, O, OH, OW}));
+    check_close(values_of(y), want, 1e-6);
   }
 }
 

@@ -20,9 +20,11 @@
 // row of zero points, whose value is exactly 0).
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -200,7 +202,7 @@ inline void kernel_portable(int64_t k4, const uint8_t* const* rows, const int8_t
   GA_INT8_ACC(op, 10) GA_INT8_ACC(op, 11)
 #define GA_INT8_STORE(i) "vmovdqu %%ymm" #i ", " #i "*32(%[acc])\n\t"
 
-__attribute__((target("avx2"))) inline void kernel_avx2(int64_t k4, const uint8_t* const* rows, const int8_t* b,
+__attribute__((target("avx2"), noinline)) inline void kernel_avx2(int64_t k4, const uint8_t* const* rows, const int8_t* b,
                                                         int32_t* acc, bool zero_first) {
   alignas(32) static const int16_t ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
   if (zero_first) std::memset(acc, 0, sizeof(int32_t) * kMR * kNR);
@@ -259,7 +261,7 @@ inline PackedWeight packed_of(const Int8Weight& w) {
 /// (r < 6) multiplies by tap `tap` (k4_per_tap * 4 readable bytes each, also for rows past M);
 /// quant_of_row(m) gives row m's RowQuant; out_of(m) a pointer p and a stride s such that
 /// out(m, n) goes to p[n * s]; finish(p + n0 * s, s, n0, cols) then applies the epilogue to
-/// the just-stored results n0..n0+cols-1 of a row.
+/// the just-stored results n0..n0+cols-1 of a row. Parallel over blocks of rows and columns.
 template <class RowsOf, class QuantOfRow, class OutOf, class Finish>
 void product(int64_t M, const PackedWeight& w, const RowsOf& rows_of, const QuantOfRow& quant_of_row,
              const OutOf& out_of, const Finish& finish) {
@@ -274,10 +276,14 @@ void product(int64_t M, const PackedWeight& w, const RowsOf& rows_of, const Quan
   while (tasks() < want && m_block > 1) m_block /= 2;
   while (tasks() < want && n_chunk > 1) n_chunk = (n_chunk + 1) / 2;
   const int64_t m_blocks = (m_panels + m_block - 1) / m_block, n_chunks = (n_panels + n_chunk - 1) / n_chunk;
-  parallel_for(0, m_blocks * n_chunks, 1, [&](int64_t lo, int64_t hi) {
+  // Tasks are taken from a shared counter: their sizes differ (the last block of each kind is
+  // partial), and a static split left one thread waiting.
+  const int64_t task_count = m_blocks * n_chunks;
+  std::atomic<int64_t> next_task{0};
+  parallel_for(0, std::min<int64_t>(get_num_threads(), task_count), 1, [&](int64_t, int64_t) {
     alignas(32) int32_t acc[kMR * kNR];
     std::vector<const uint8_t*> ptrs(static_cast<size_t>(w.taps * kMR));
-    for (int64_t t = lo; t < hi; ++t) {
+    for (int64_t t = next_task++; t < task_count; t = next_task++) {
       const int64_t mb = t / n_chunks, nc = t % n_chunks;
       const int64_t mp_end = std::min(m_panels, (mb + 1) * m_block), np_end = std::min(n_panels, (nc + 1) * n_chunk);
       for (int64_t mp = mb * m_block; mp < mp_end; ++mp) {
@@ -298,14 +304,25 @@ void product(int64_t M, const PackedWeight& w, const RowsOf& rows_of, const Quan
             kernel(w.k4_per_tap, ptrs.data() + tap * kMR, panel + tap * w.k4_per_tap * kNR * 4, acc, tap == 0);
           const int64_t n0 = np * kNR, cols = std::min(kNR, w.rows - n0);
           for (int64_t r = 0; r < rows; ++r) {
-            float* o = out_row[r] + n0 * out_stride[r];
-            for (int64_t c = 0; c < cols; ++c) {
-              const int32_t exact = acc[r * kNR + c] - rq[r].zero * w.sums[n0 + c];
-              o[c * out_stride[r]] = static_cast<float>(exact) * (rq[r].scale * w.scales[n0 + c]);
+            const int64_t stride = out_stride[r];
+            float* o = out_row[r] + n0 * stride;
+            const int32_t* a = acc + r * kNR;
+            const int32_t zero = rq[r].zero;
+            const float scale = rq[r].scale;
+            const int32_t* sums = w.sums + n0;
+            const float* scales = w.scales + n0;
+            if (stride == 1) {  // a linear layer's row: contiguous, so vectorized
+              for (int64_t c = 0; c < cols; ++c) o[c] = static_cast<float>(a[c] - zero * sums[c]) * (scale * scales[c]);
+            } else {
+              for (int64_t c = 0; c < cols; ++c)
+                o[c * stride] = static_cast<float>(a[c] - zero * sums[c]) * (scale * scales[c]);
             }
-            finish(o, out_stride[r], n0, cols);
           }
         }
+        // The epilogue once per row of the chunk (still in L1), not per tile: fewer, longer runs.
+        const int64_t n_begin = nc * n_chunk * kNR, n_end = std::min(w.rows, np_end * kNR);
+        for (int64_t r = 0; r < rows; ++r)
+          finish(out_row[r] + n_begin * out_stride[r], out_stride[r], n_begin, n_end - n_begin);
       }
     }
   });
@@ -337,14 +354,19 @@ struct Finisher {
     activation = e.activation;
   }
   void operator()(float* o, int64_t stride, int64_t n0, int64_t cols) const {
+    const float* r = residual ? residual + (o - out) : nullptr;
+    if (stride == 1) {  // contiguous: vectorized
+      if (bias)
+        for (int64_t c = 0; c < cols; ++c) o[c] += bias[n0 + c];
+      if (r)
+        for (int64_t c = 0; c < cols; ++c) o[c] += r[c];
+      return detail::activate_row<float>(activation, o, cols);
+    }
     if (bias)
       for (int64_t c = 0; c < cols; ++c) o[c * stride] += bias[n0 + c];
-    if (residual) {
-      const float* r = residual + (o - out);
+    if (r)
       for (int64_t c = 0; c < cols; ++c) o[c * stride] += r[c * stride];
-    }
     if (activation == Activation::None) return;
-    if (stride == 1) return detail::activate_row<float>(activation, o, cols);
     const UnaryOp op = detail::activation_op(activation);
     for (int64_t c = 0; c < cols; ++c) o[c * stride] = detail::unary_scalar<float>(op, o[c * stride], 0.0f, 0.0f);
   }
@@ -410,21 +432,24 @@ GA_CPU_KERNEL void CpuBackend::int8_linear(const Tensor& x, const Int8Weight& w,
            N, ", ", w.channels, "] (", w.kh, "x", w.kw, ") and output ", shape_str(out.shape()), " do not fit");
   if (M == 0 || N == 0) return;
   const int64_t Kp = round_up(K, 4);
-  std::vector<uint8_t> q(static_cast<size_t>((M + kMR) * Kp), 0);  // + one row of zeros for the padding rows
+  // The quantized rows, then one row of zeros that the kernel reads for rows past M.
+  const std::unique_ptr<uint8_t[]> q(new uint8_t[static_cast<size_t>((M + 1) * Kp)]);
   std::vector<RowQuant> rq(static_cast<size_t>(M));
   const float* xs = static_cast<const float*>(x.raw_data());
   parallel_for(0, M, 8, [&](int64_t lo, int64_t hi) {
     for (int64_t m = lo; m < hi; ++m) {
       rq[static_cast<size_t>(m)] = quant_of(xs + m * K, K);
-      quantize(xs + m * K, K, rq[static_cast<size_t>(m)], q.data() + m * Kp);
+      quantize(xs + m * K, K, rq[static_cast<size_t>(m)], q.get() + m * Kp);
+      std::memset(q.get() + m * Kp + K, 0, static_cast<size_t>(Kp - K));  // times zero weights
     }
   });
-  const uint8_t* pad = q.data() + M * Kp;
+  const uint8_t* pad = q.get() + M * Kp;
+  std::memset(q.get() + M * Kp, 0, static_cast<size_t>(Kp));
   float* o = static_cast<float*>(out.raw_data());
   product(
       M, packed_of(w),
       [&](int64_t m0, const uint8_t** ptrs) {
-        for (int64_t r = 0; r < kMR; ++r) ptrs[r] = m0 + r < M ? q.data() + (m0 + r) * Kp : pad;
+        for (int64_t r = 0; r < kMR; ++r) ptrs[r] = m0 + r < M ? q.get() + (m0 + r) * Kp : pad;
       },
       [&](int64_t m) { return rq[static_cast<size_t>(m)]; },
       [&](int64_t m) { return std::pair<float*, int64_t>(o + m * N, 1); }, Finisher(out, e, "int8_linear"));
@@ -443,7 +468,17 @@ GA_CPU_KERNEL void CpuBackend::int8_conv2d(const Tensor& x, const Int8Weight& w,
   // Each image quantized as a whole, stored NHWC with channels padded to Cp (by its zero point).
   const int64_t Cp = round_up(C, 4), HW = H * W;
   std::vector<uint8_t> q(static_cast<size_t>(B * HW * Cp));
-  std::vector<uint8_t> zero_rows(static_cast<size_t>((B + 1) * Cp), 0);  // per image, then one for rows past M
+  // Without horizontal padding every window row lies in its image row: the kw pixels a
+  // window row reads are one run of kw * Cp bytes, so the kernel runs over whole window rows
+  // (taps = kh; the ViT's patch embedding would otherwise call it once per 4 bytes).
+  const bool row_taps = g.pw == 0;
+  const int64_t span = row_taps ? g.kw * Cp : Cp;
+  PackedWeight pw = packed_of(w);
+  if (row_taps) {
+    pw.taps = g.kh;
+    pw.k4_per_tap = g.kw * Cp / 4;
+  }
+  std::vector<uint8_t> zero_rows(static_cast<size_t>((B + 1) * span), 0);  // per image, then one for rows past M
   std::vector<RowQuant> iq(static_cast<size_t>(B));
   const float* xs = static_cast<const float*>(x.raw_data());
   parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
@@ -474,21 +509,28 @@ GA_CPU_KERNEL void CpuBackend::int8_conv2d(const Tensor& x, const Int8Weight& w,
     }
   });
   for (int64_t b = 0; b < B; ++b)
-    std::fill(zero_rows.begin() + b * Cp, zero_rows.begin() + (b + 1) * Cp,
+    std::fill(zero_rows.begin() + b * span, zero_rows.begin() + (b + 1) * span,
               static_cast<uint8_t>(iq[static_cast<size_t>(b)].zero));
   const int64_t M = B * P;
   float* o = static_cast<float*>(out.raw_data());
   product(
-      M, packed_of(w),
+      M, pw,
       [&](int64_t m0, const uint8_t** ptrs) {
         for (int64_t r = 0; r < kMR; ++r) {
           const int64_t m = m0 + r;
           if (m >= M) {
-            for (int64_t tap = 0; tap < g.kh * g.kw; ++tap) ptrs[tap * kMR + r] = zero_rows.data() + B * Cp;
+            for (int64_t tap = 0; tap < pw.taps; ++tap) ptrs[tap * kMR + r] = zero_rows.data() + B * span;
             continue;
           }
           const int64_t b = m / P, p = m % P, y0 = p / OW * g.sh - g.ph, x0 = p % OW * g.sw - g.pw;
           const uint8_t* image = q.data() + b * HW * Cp;
+          if (row_taps) {
+            for (int64_t ky = 0; ky < g.kh; ++ky) {
+              const int64_t iy = y0 + ky;
+              ptrs[ky * kMR + r] = iy >= 0 && iy < H ? image + (iy * W + x0) * Cp : zero_rows.data() + b * span;
+            }
+            continue;
+          }
           for (int64_t ky = 0; ky < g.kh; ++ky)
             for (int64_t kx = 0; kx < g.kw; ++kx) {
               const int64_t iy = y0 + ky, ix = x0 + kx;
