@@ -326,6 +326,14 @@ TEST_CASE("cli: preprocess, encode-image, encode-text match the references") {
     REQUIRE_MESSAGE(r.rc == 0, r.show());
     const std::vector<float> cos = ga::sum(ga::mul(ga::io::load_npy(imgb), normalized_rows(img_ref)), {1}).to_vector<float>();
     for (float c : cos) CHECK(c >= 0.999f);
+    // --int8 likewise; --bf16 with --int8 is a usage error (exit 2).
+    const std::string img8 = dir.file(std::string(kind) + "_img8.npy");
+    r = run_ga(with({"encode-image", "--int8", "--normalize", "--model", model, "--out", img8}, images));
+    REQUIRE_MESSAGE(r.rc == 0, r.show());
+    const std::vector<float> cos8 = ga::sum(ga::mul(ga::io::load_npy(img8), normalized_rows(img_ref)), {1}).to_vector<float>();
+    for (float c : cos8) CHECK(c >= 0.999f);
+    check_failure(run_ga(with({"encode-image", "--int8", "--bf16", "--model", model, "--out", dir.file("x.npy")}, images)),
+                  2, {"--bf16", "--int8"});
 
     const std::string txt = dir.file(std::string(kind) + "_txt.npy");
     r = run_ga(with({"encode-text", "--model", model, "--out", txt, "--"}, texts));

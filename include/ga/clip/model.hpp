@@ -192,7 +192,7 @@ class Model {
   /// The tensor the model computes with under an OpenAI state-dict name, in the dtype it is
   /// held (see WeightMode). BatchNorm-folded convolutions appear as "<conv>.weight" and
   /// "<conv>.bias" (folded; f32, or a bf16 weight in WeightMode::Bf16); their BatchNorm
-  /// tensors do not.
+  /// tensors do not, nor (WeightMode::Int8) the weights held quantized.
   /// KeyError naming `name` when absent.
   const Tensor& weight(const std::string& name) const {
     auto it = weights_->find(name);

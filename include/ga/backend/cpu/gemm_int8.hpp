@@ -260,8 +260,9 @@ inline PackedWeight packed_of(const Int8Weight& w) {
 /// < M, n < w.rows. rows_of(m0, ptrs) sets ptrs[tap * 6 + r] to the bytes that row m0 + r
 /// (r < 6) multiplies by tap `tap` (k4_per_tap * 4 readable bytes each, also for rows past M);
 /// quant_of_row(m) gives row m's RowQuant; out_of(m) a pointer p and a stride s such that
-/// out(m, n) goes to p[n * s]; finish(p + n0 * s, s, n0, cols) then applies the epilogue to
-/// the just-stored results n0..n0+cols-1 of a row. Parallel over blocks of rows and columns.
+/// out(m, n) goes to p[n * s]; finish.row(p + n0 * s, s, n0, cols) then applies the epilogue
+/// to the just-stored results n0..n0+cols-1 of a row, or finish.column(p, rows, n) to those
+/// of column n in rows that lie one after another. Parallel over blocks of rows and columns.
 template <class RowsOf, class QuantOfRow, class OutOf, class Finish>
 void product(int64_t M, const PackedWeight& w, const RowsOf& rows_of, const QuantOfRow& quant_of_row,
              const OutOf& out_of, const Finish& finish) {
@@ -298,11 +299,28 @@ void product(int64_t M, const PackedWeight& w, const RowsOf& rows_of, const Quan
           out_row[r] = p;
           out_stride[r] = stride;
         }
+        // A convolution's tile whose rows are consecutive pixels of one image: each output
+        // channel's results are one run of `rows` floats, stored and finished in one pass
+        // (by rows they would be 16 strided runs, each element its own cache line).
+        bool column_runs = rows > 1 && out_stride[0] != 1;
+        for (int64_t r = 1; r < rows && column_runs; ++r)
+          column_runs = out_row[r] == out_row[0] + r && out_stride[r] == out_stride[0];
         for (int64_t np = nc * n_chunk; np < np_end; ++np) {
           const int8_t* panel = w.panels + np * panel_bytes;
           for (int64_t tap = 0; tap < w.taps; ++tap)
             kernel(w.k4_per_tap, ptrs.data() + tap * kMR, panel + tap * w.k4_per_tap * kNR * 4, acc, tap == 0);
           const int64_t n0 = np * kNR, cols = std::min(kNR, w.rows - n0);
+          if (column_runs) {
+            for (int64_t c = 0; c < cols; ++c) {
+              float* o = out_row[0] + (n0 + c) * out_stride[0];
+              const int32_t sum = w.sums[n0 + c];
+              const float scale = w.scales[n0 + c];
+              for (int64_t r = 0; r < rows; ++r)
+                o[r] = static_cast<float>(acc[r * kNR + c] - rq[r].zero * sum) * (rq[r].scale * scale);
+              finish.column(o, rows, n0 + c);
+            }
+            continue;
+          }
           for (int64_t r = 0; r < rows; ++r) {
             const int64_t stride = out_stride[r];
             float* o = out_row[r] + n0 * stride;
@@ -321,8 +339,9 @@ void product(int64_t M, const PackedWeight& w, const RowsOf& rows_of, const Quan
         }
         // The epilogue once per row of the chunk (still in L1), not per tile: fewer, longer runs.
         const int64_t n_begin = nc * n_chunk * kNR, n_end = std::min(w.rows, np_end * kNR);
-        for (int64_t r = 0; r < rows; ++r)
-          finish(out_row[r] + n_begin * out_stride[r], out_stride[r], n_begin, n_end - n_begin);
+        if (!column_runs)
+          for (int64_t r = 0; r < rows; ++r)
+            finish.row(out_row[r] + n_begin * out_stride[r], out_stride[r], n_begin, n_end - n_begin);
       }
     }
   });
@@ -353,7 +372,21 @@ struct Finisher {
     if (e.residual.defined()) residual = static_cast<const float*>(e.residual.raw_data());
     activation = e.activation;
   }
-  void operator()(float* o, int64_t stride, int64_t n0, int64_t cols) const {
+  /// o[r] for r < rows: results of column n in consecutive places of out.
+  void column(float* o, int64_t rows, int64_t n) const {
+    if (bias)
+      for (int64_t r = 0; r < rows; ++r) o[r] += bias[n];
+    if (residual) {
+      const float* res = residual + (o - out);
+      for (int64_t r = 0; r < rows; ++r) o[r] += res[r];
+    }
+    if (activation == Activation::Relu) {  // the common case, inline for a run this short (NaN stays NaN)
+      for (int64_t r = 0; r < rows; ++r) o[r] = o[r] < 0 ? 0.0f : o[r];
+      return;
+    }
+    detail::activate_row<float>(activation, o, rows);
+  }
+  void row(float* o, int64_t stride, int64_t n0, int64_t cols) const {
     const float* r = residual ? residual + (o - out) : nullptr;
     if (stride == 1) {  // contiguous: vectorized
       if (bias)
