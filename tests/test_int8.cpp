@@ -59,6 +59,16 @@ std::vector<double> grid_activations(std::mt19937& rng, int64_t count) {
   return a;
 }
 
+/// `count` rows (or images) of `size` activations each, every one on its own grid.
+std::vector<double> grid_rows(std::mt19937& rng, int64_t count, int64_t size) {
+  std::vector<double> x;
+  for (int64_t i = 0; i < count; ++i) {
+    const std::vector<double> row = grid_activations(rng, size);
+    x.insert(x.end(), row.begin(), row.end());
+  }
+  return x;
+}
+
 /// y[m, n] = sum_k x[m, k] w[n, k] (+ bias[n]), in double.
 std::vector<double> ref_linear(const std::vector<double>& x, const std::vector<double>& w, const double* bias,
                                int64_t M, int64_t N, int64_t K) {
@@ -136,11 +146,7 @@ TEST_CASE("int8: linear on grid values is the exact product, on both kernels") {
     CAPTURE(M);
     CAPTURE(N);
     CAPTURE(K);
-    std::vector<double> x;
-    for (int64_t m = 0; m < M; ++m) {
-      const std::vector<double> row = grid_activations(rng, K);
-      x.insert(x.end(), row.begin(), row.end());
-    }
+    const std::vector<double> x = grid_rows(rng, M, K);
     const std::vector<double> w = grid_weight(rng, N, K);
     std::vector<double> bias(static_cast<size_t>(N));
     for (auto& b : bias) b = std::uniform_real_distribution<double>(-1, 1)(rng);
@@ -160,11 +166,7 @@ TEST_CASE("int8: the fused epilogue (residual, activation) follows the product")
   ga::NoGradGuard no_grad;
   std::mt19937 rng(11);
   const int64_t M = 13, N = 21, K = 40;
-  std::vector<double> x;
-  for (int64_t m = 0; m < M; ++m) {
-    const std::vector<double> row = grid_activations(rng, K);
-    x.insert(x.end(), row.begin(), row.end());
-  }
+  const std::vector<double> x = grid_rows(rng, M, K);
   const std::vector<double> w = grid_weight(rng, N, K);
   std::vector<double> res(static_cast<size_t>(M * N));
   for (auto& r : res) r = std::uniform_real_distribution<double>(-2, 2)(rng);
@@ -188,11 +190,7 @@ TEST_CASE("int8: conv2d on grid values is the exact convolution (windows, stride
     CAPTURE(g.C);
     CAPTURE(g.k);
     CAPTURE(g.stride);
-    std::vector<double> x;
-    for (int64_t b = 0; b < g.B; ++b) {
-      const std::vector<double> img = grid_activations(rng, g.C * g.H * g.W);
-      x.insert(x.end(), img.begin(), img.end());
-    }
+    const std::vector<double> x = grid_rows(rng, g.B, g.C * g.H * g.W);
     const std::vector<double> w = grid_weight(rng, g.O, g.C * g.k * g.k);
     std::vector<double> bias(static_cast<size_t>(g.O));
     for (auto& b : bias) b = std::uniform_real_distribution<double>(-1, 1)(rng);
@@ -212,11 +210,7 @@ TEST_CASE("int8: conv2d with vertical padding only (whole window rows per kernel
   ga::NoGradGuard no_grad;
   std::mt19937 rng(17);
   const int64_t B = 2, C = 5, H = 9, W = 11, O = 7, k = 5;
-  std::vector<double> x;
-  for (int64_t b = 0; b < B; ++b) {
-    const std::vector<double> img = grid_activations(rng, C * H * W);
-    x.insert(x.end(), img.begin(), img.end());
-  }
+  const std::vector<double> x = grid_rows(rng, B, C * H * W);
   const std::vector<double> w = grid_weight(rng, O, C * k * k);
   for (int64_t stride : {1, 2}) {
     int64_t OH = 0, OW = 0;
@@ -232,11 +226,7 @@ TEST_CASE("int8: conv2d's fused epilogue (bias per channel, residual, relu)") {
   ga::NoGradGuard no_grad;
   std::mt19937 rng(13);
   const int64_t B = 2, C = 6, H = 7, W = 9, O = 19, k = 3;
-  std::vector<double> x;
-  for (int64_t b = 0; b < B; ++b) {
-    const std::vector<double> img = grid_activations(rng, C * H * W);
-    x.insert(x.end(), img.begin(), img.end());
-  }
+  const std::vector<double> x = grid_rows(rng, B, C * H * W);
   const std::vector<double> w = grid_weight(rng, O, C * k * k);
   std::vector<double> bias(static_cast<size_t>(O));
   for (auto& b : bias) b = std::uniform_real_distribution<double>(-1, 1)(rng);
