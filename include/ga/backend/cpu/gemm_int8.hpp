@@ -87,12 +87,12 @@ inline RowQuant row_quant(float lo, float hi) {
   return r;
 }
 
-/// q[i] = clamp(round(x[i] / scale) + zero, 0, 255) for i < n (round half to even).
-inline void quantize_portable(const float* x, int64_t n, RowQuant rq, uint8_t* q, int64_t q_stride) {
+/// q[i] = clamp(round(x[i] * (1 / scale)) + zero, 0, 255) for i < n (round half to even).
+inline void quantize_portable(const float* x, int64_t n, RowQuant rq, uint8_t* q) {
   const float inv = 1.0f / rq.scale;
   for (int64_t i = 0; i < n; ++i) {
     const float v = std::nearbyint(x[i] * inv) + static_cast<float>(rq.zero);
-    q[i * q_stride] = static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, v)));
+    q[i] = static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, v)));
   }
 }
 
@@ -122,7 +122,7 @@ __attribute__((target("avx2"))) inline void minmax_avx2(const float* x, int64_t 
   }
 }
 
-/// quantize_portable for contiguous q (q_stride 1), the same results: VCVTPS2DQ rounds half
+/// quantize_portable, the same results: VCVTPS2DQ rounds half
 /// to even, as nearbyint does, and the packs saturate to 0..255.
 __attribute__((target("avx2"))) inline void quantize_avx2(const float* x, int64_t n, RowQuant rq, uint8_t* q) {
   const __m256 inv = _mm256_set1_ps(1.0f / rq.scale);
@@ -136,7 +136,7 @@ __attribute__((target("avx2"))) inline void quantize_avx2(const float* x, int64_
     const __m256i p = _mm256_packus_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_permutevar8x32_epi32(p, order));
   }
-  quantize_portable(x + i, n - i, rq, q + i, 1);
+  quantize_portable(x + i, n - i, rq, q + i);
 }
 #endif
 
@@ -166,7 +166,7 @@ inline void quantize(const float* x, int64_t n, RowQuant rq, uint8_t* q) {
 #if GA_X86_INT8_KERNELS
   if (avx2_supported()) return quantize_avx2(x, n, rq, q);
 #endif
-  quantize_portable(x, n, rq, q, 1);
+  quantize_portable(x, n, rq, q);
 }
 
 // ---- the register kernel: acc[6][16] (+)= sum over k4 < K4 of rows[r][4 k4 + j] * b[k4][c][j] ----
