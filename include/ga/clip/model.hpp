@@ -39,9 +39,10 @@ enum class WeightMode {
   /// The fastest path on CPUs without bf16 arithmetic: the products' weights (linear layers,
   /// convolutions, folded or not; not the two final projections) quantized at load to 7-bit
   /// integers per output channel, their inputs to 8 bits per row (per image for a
-  /// convolution) on the fly, products summed exactly in int32 (see ga::linear_int8). A
-  /// quarter of the f32 weights' memory. Embeddings agree with f32 to a cosine of about
-  /// 0.9999 on random weights of the real sizes (tested on the fixtures: at least 0.999);
+  /// convolution) on the fly, products summed exactly in int32 (see ga::linear_int8).
+  /// ResNet convolutions too small to gain keep f32 (FoldedConv::quantize). The quantized
+  /// weights take a quarter of their f32 memory. Embeddings agree with f32 to a cosine of
+  /// 0.9993-0.9996 on random weights of the real sizes (tested on the fixtures: at least 0.999);
   /// trained weights with outlying activations may lose more. The quantized weights are not
   /// available through Model::weight.
   Int8,
