@@ -2,9 +2,10 @@
 //
 //   bench_clip_tool make MODEL...                 write the random-weight model files (cache)
 //   bench_clip_tool memory MODEL                  peak RSS of load + encode_image(1) + encode_text(64)
-//   bench_clip_tool profile MODEL image|text|text_full BATCH [ITERS [bf16]]
+//   bench_clip_tool profile MODEL image|text|text_full BATCH [ITERS [bf16|int8]]
 //                                                 where a forward pass spends its time, by CPU kernel
-//                                                 (bf16: the model loaded with WeightMode::Bf16)
+//                                                 (bf16, int8: the model loaded with WeightMode::Bf16,
+//                                                 WeightMode::Int8)
 //
 // MODEL is an OpenAI name (ViT-B/32, RN50, RN50x4, ViT-L/14@336px, ...). Results are JSON
 // lines on stdout ({"side": "ga", ...}); a readable table goes to stderr. Environment as
@@ -203,6 +204,24 @@ class ProfilingBackend final : public ga::backend::Backend {
           ga::cat(kind.substr(7), " ", g.kh, "x", g.kw, "/", g.sh, " B=", B, " M=", M, " K=", K, " N=", N),
           [&] { real_backend().conv2d(x, w, g, o, e); });
   }
+  ga::backend::Int8Weight int8_weight(const Tensor& w) override {
+    ga::backend::Int8Weight out;
+    timed("int8 weight quantization", 0, "", [&] { out = real_backend().int8_weight(w); });
+    return out;
+  }
+  void int8_linear(const Tensor& x, const ga::backend::Int8Weight& w, const Tensor& o,
+                   const ga::backend::MatmulEpilogue& e) override {
+    const int64_t M = o.size(1), N = o.size(2), K = w.channels;
+    timed("int8 linear", 2.0 * double(M) * double(N) * double(K), ga::cat("int8 linear M=", M, " K=", K, " N=", N),
+          [&] { real_backend().int8_linear(x, w, o, e); });
+  }
+  void int8_conv2d(const Tensor& x, const ga::backend::Int8Weight& w, const W& g, const Tensor& o,
+                   const ga::backend::MatmulEpilogue& e) override {
+    const int64_t B = o.size(0), M = o.size(1), N = o.size(2), K = w.channels * w.kh * w.kw;
+    timed("int8 conv2d", 2.0 * double(B) * double(M) * double(N) * double(K),
+          ga::cat("int8 conv2d ", g.kh, "x", g.kw, "/", g.sh, " B=", B, " M=", M, " K=", K, " N=", N),
+          [&] { real_backend().int8_conv2d(x, w, g, o, e); });
+  }
   void im2col(const Tensor& x, const W& g, const Tensor& c) override {
     timed("im2col", 0, "", [&] { real_backend().im2col(x, g, c); });
   }
@@ -259,12 +278,13 @@ std::string json_escape(const std::string& s) {
   return o;
 }
 
-int cmd_profile(const std::string& name, const std::string& what, int64_t batch, int iters, bool bf16) {
+int cmd_profile(const std::string& name, const std::string& what, int64_t batch, int iters,
+                ga::clip::WeightMode mode) {
   const ModelSpec& s = spec(name);
   const std::string path = ensure_model_file(s);
   install_profiler();
   const ga::clip::Model m =
-      ga::clip::Model::load(path, ga::clip::LoadOptions{bf16 ? ga::clip::WeightMode::Bf16 : ga::clip::WeightMode::AsStored});
+      ga::clip::Model::load(path, ga::clip::LoadOptions{mode});
   ga::Generator g(7);
   const int64_t R = s.cfg.image_resolution;
   ga::Tensor input;
@@ -368,7 +388,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: bench_clip_tool make MODEL...\n"
                "       bench_clip_tool memory MODEL\n"
-               "       bench_clip_tool profile MODEL image|text|text_full BATCH [ITERS [bf16]]\n");
+               "       bench_clip_tool profile MODEL image|text|text_full BATCH [ITERS [bf16|int8]]\n");
   return 2;
 }
 
@@ -381,8 +401,12 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "make") return cmd_make(std::vector<std::string>(argv + 2, argv + argc));
     if (cmd == "memory" && argc == 3) return cmd_memory(argv[2]);
-    if (cmd == "profile" && (argc == 5 || argc == 6 || (argc == 7 && std::string(argv[6]) == "bf16")))
-      return cmd_profile(argv[2], argv[3], std::atoll(argv[4]), argc >= 6 ? std::atoi(argv[5]) : 3, argc == 7);
+    const std::string precision = argc == 7 ? argv[6] : "";
+    if (cmd == "profile" && (argc == 5 || argc == 6 || (argc == 7 && (precision == "bf16" || precision == "int8"))))
+      return cmd_profile(argv[2], argv[3], std::atoll(argv[4]), argc >= 6 ? std::atoi(argv[5]) : 3,
+                         precision == "bf16"   ? ga::clip::WeightMode::Bf16
+                         : precision == "int8" ? ga::clip::WeightMode::Int8
+                                               : ga::clip::WeightMode::AsStored);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_clip_tool: %s\n", e.what());
     return 1;
