@@ -272,8 +272,9 @@ def main():
              "Product weights rounded to bf16 at load, inputs rounded to bf16 in each product, f32 accumulation "
              "(MixedPrecision::Medium).", g_img_bf16, g_text_bf16, cos_bf16),
             ("int8", "WeightMode::Int8 (`--int8`)",
-             "Product weights quantized to 7-bit integers per output channel at load, inputs to 8 bits per row "
-             "(per image for a convolution), exact int32 sums.", g_img_int8, g_text_int8, cos_int8)]:
+             "Product weights quantized to 7-bit integers per output channel at load, inputs per row (per image "
+             "for a convolution) to 7 bits in the image towers and 8 bits in the text tower, exact int32 sums.",
+             g_img_int8, g_text_int8, cos_int8)]:
         if not (g_i or g_t):
             continue
         w(f"## Reduced precision: {flag}, 2 threads\n")

@@ -46,24 +46,31 @@ std::vector<double> grid_weight(std::mt19937& rng, int64_t N, int64_t per_row) {
   return w;
 }
 
-/// `count` activations on an 8-bit grid: (q - z) * s with q in [0, 255] reaching both 0 and
-/// 255, z in [1, 254], s a power of two: quantized exactly (scale s, zero point z).
-std::vector<double> grid_activations(std::mt19937& rng, int64_t count) {
-  std::uniform_int_distribution<int> q(0, 255), z(1, 254), e(-6, 0);
+using ga::backend::Int8Inputs;
+constexpr Int8Inputs kBothInputs[] = {Int8Inputs::Bits8, Int8Inputs::Bits7};
+
+/// The largest quantized activation of the documented rule.
+int top_of(Int8Inputs inputs) { return inputs == Int8Inputs::Bits7 ? 127 : 255; }
+
+/// `count` activations on the grid of `inputs`: (q - z) * s with q in [0, top] reaching both
+/// 0 and top, z in [1, top - 1], s a power of two: quantized exactly (scale s, zero point z).
+std::vector<double> grid_activations(std::mt19937& rng, int64_t count, Int8Inputs inputs) {
+  const int top = top_of(inputs);
+  std::uniform_int_distribution<int> q(0, top), z(1, top - 1), e(-6, 0);
   const int zero = z(rng);
   const double s = std::ldexp(1.0, e(rng));
   std::vector<double> a(static_cast<size_t>(count));
   for (auto& v : a) v = (q(rng) - zero) * s;
   a[0] = -zero * s;
-  if (count > 1) a[static_cast<size_t>(count - 1)] = (255 - zero) * s;
+  if (count > 1) a[static_cast<size_t>(count - 1)] = (top - zero) * s;
   return a;
 }
 
 /// `count` rows (or images) of `size` activations each, every one on its own grid.
-std::vector<double> grid_rows(std::mt19937& rng, int64_t count, int64_t size) {
+std::vector<double> grid_rows(std::mt19937& rng, int64_t count, int64_t size, Int8Inputs inputs) {
   std::vector<double> x;
   for (int64_t i = 0; i < count; ++i) {
-    const std::vector<double> row = grid_activations(rng, size);
+    const std::vector<double> row = grid_activations(rng, size, inputs);
     x.insert(x.end(), row.begin(), row.end());
   }
   return x;
@@ -141,24 +148,47 @@ void check_same_bits(const Tensor& a, const Tensor& b) {
 TEST_CASE("int8: linear on grid values is the exact product, on both kernels") {
   ga::NoGradGuard no_grad;
   std::mt19937 rng(7);
-  for (auto [M, N, K] : std::vector<std::array<int64_t, 3>>{
-           {1, 1, 1}, {1, 16, 4}, {7, 5, 3}, {6, 33, 64}, {50, 40, 301}, {97, 130, 768}}) {
-    CAPTURE(M);
-    CAPTURE(N);
-    CAPTURE(K);
-    const std::vector<double> x = grid_rows(rng, M, K);
-    const std::vector<double> w = grid_weight(rng, N, K);
-    std::vector<double> bias(static_cast<size_t>(N));
-    for (auto& b : bias) b = std::uniform_real_distribution<double>(-1, 1)(rng);
-    const Tensor xt = from_values(x, {M, K}), wt = from_values(w, {N, K}), bt = from_values(bias, {N});
-    const ga::backend::Int8Weight q = ga::quantize_int8(wt);
-    const Tensor y = ga::linear_int8(xt, q, bt);
-    check_close(values_of(y), ref_linear(x, w, bias.data(), M, N, K), 1e-6);
-    check_same_bits(y, portable([&] { return ga::linear_int8(xt, q, bt); }));
-    // A batch of rows [2, M, K] gives [2, M, N], each row as alone.
-    const Tensor y2 = ga::linear_int8(ga::stack({xt, xt}, 0), q, bt);
-    CHECK(y2.shape() == Shape({2, M, N}));
-    check_same_bits(y2.select(0, 1), y);
+  for (Int8Inputs inputs : kBothInputs)
+    for (auto [M, N, K] : std::vector<std::array<int64_t, 3>>{
+             {1, 1, 1}, {1, 16, 4}, {7, 5, 3}, {11, 18, 20}, {6, 33, 64}, {50, 40, 301}, {97, 130, 768}}) {
+      CAPTURE(top_of(inputs));
+      CAPTURE(M);
+      CAPTURE(N);
+      CAPTURE(K);
+      const std::vector<double> x = grid_rows(rng, M, K, inputs);
+      const std::vector<double> w = grid_weight(rng, N, K);
+      std::vector<double> bias(static_cast<size_t>(N));
+      for (auto& b : bias) b = std::uniform_real_distribution<double>(-1, 1)(rng);
+      const Tensor xt = from_values(x, {M, K}), wt = from_values(w, {N, K}), bt = from_values(bias, {N});
+      const ga::backend::Int8Weight q = ga::quantize_int8(wt, inputs);
+      const Tensor y = ga::linear_int8(xt, q, bt);
+      check_close(values_of(y), ref_linear(x, w, bias.data(), M, N, K), 1e-6);
+      check_same_bits(y, portable([&] { return ga::linear_int8(xt, q, bt); }));
+      // A batch of rows [2, M, K] gives [2, M, N], each row as alone.
+      const Tensor y2 = ga::linear_int8(ga::stack({xt, xt}, 0), q, bt);
+      CHECK(y2.shape() == Shape({2, M, N}));
+      check_same_bits(y2.select(0, 1), y);
+    }
+}
+
+TEST_CASE("int8: products at the largest magnitudes do not saturate") {
+  // Every activation at the top of its grid times weights of magnitude 63 whose signs agree
+  // over each run of 4, 8 and 16 k: the kernel's int16 sums reach +-2 * 255 * 63 = +-32130
+  // (one pair of products, 8-bit inputs) and +-4 * 127 * 63 = +-32004 (two pairs, 7-bit
+  // inputs), just inside int16.
+  ga::NoGradGuard no_grad;
+  for (Int8Inputs inputs : kBothInputs) {
+    CAPTURE(top_of(inputs));
+    const int64_t M = 9, N = 18, K = 72;
+    const double c = top_of(inputs) / 8.0;  // scale 1/8 and zero point 0: exactly on the grid
+    std::vector<double> x(static_cast<size_t>(M * K), c), w(static_cast<size_t>(N * K));
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) w[static_cast<size_t>(n * K + k)] = ((n + k / 16) % 2 ? -63.0 : 63.0) / 4;
+    const Tensor xt = from_values(x, {M, K});
+    const ga::backend::Int8Weight q = ga::quantize_int8(from_values(w, {N, K}), inputs);
+    const Tensor y = ga::linear_int8(xt, q);
+    check_close(values_of(y), ref_linear(x, w, nullptr, M, N, K), 1e-6);
+    check_same_bits(y, portable([&] { return ga::linear_int8(xt, q); }));
   }
 }
 
@@ -166,7 +196,7 @@ TEST_CASE("int8: the fused epilogue (residual, activation) follows the product")
   ga::NoGradGuard no_grad;
   std::mt19937 rng(11);
   const int64_t M = 13, N = 21, K = 40;
-  const std::vector<double> x = grid_rows(rng, M, K);
+  const std::vector<double> x = grid_rows(rng, M, K, Int8Inputs::Bits8);
   const std::vector<double> w = grid_weight(rng, N, K);
   std::vector<double> res(static_cast<size_t>(M * N));
   for (auto& r : res) r = std::uniform_real_distribution<double>(-2, 2)(rng);
@@ -185,38 +215,42 @@ TEST_CASE("int8: conv2d on grid values is the exact convolution (windows, stride
   ga::NoGradGuard no_grad;
   std::mt19937 rng(3);
   struct Geo { int64_t B, C, H, W, O, k, stride, pad; };
-  for (const Geo& g : {Geo{1, 3, 9, 9, 5, 3, 1, 1}, Geo{2, 8, 7, 6, 17, 1, 1, 0}, Geo{2, 3, 15, 15, 8, 7, 2, 3},
-                       Geo{1, 5, 10, 10, 16, 3, 2, 1}, Geo{2, 3, 64, 64, 20, 32, 32, 0}, Geo{3, 33, 5, 5, 9, 3, 1, 1}}) {
-    CAPTURE(g.C);
-    CAPTURE(g.k);
-    CAPTURE(g.stride);
-    const std::vector<double> x = grid_rows(rng, g.B, g.C * g.H * g.W);
-    const std::vector<double> w = grid_weight(rng, g.O, g.C * g.k * g.k);
-    std::vector<double> bias(static_cast<size_t>(g.O));
-    for (auto& b : bias) b = std::uniform_real_distribution<double>(-1, 1)(rng);
-    int64_t OH = 0, OW = 0;
-    const std::vector<double> want =
-        ref_conv(x, w, bias.data(), g.B, g.C, g.H, g.W, g.O, g.k, g.k, g.stride, g.pad, OH, OW);
-    const Tensor xt = from_values(x, {g.B, g.C, g.H, g.W}), bt = from_values(bias, {g.O});
-    const ga::backend::Int8Weight q = ga::quantize_int8(from_values(w, {g.O, g.C, g.k, g.k}));
-    const Tensor y = ga::conv2d_int8(xt, q, bt, {g.stride, g.stride}, {g.pad, g.pad});
-    CHECK(y.shape() == Shape({g.B, g.O, OH, OW}));
-    check_close(values_of(y), want, 1e-6);
-    check_same_bits(y, portable([&] { return ga::conv2d_int8(xt, q, bt, {g.stride, g.stride}, {g.pad, g.pad}); }));
-  }
+  for (Int8Inputs inputs : kBothInputs)
+    for (const Geo& g :
+         {Geo{1, 3, 9, 9, 5, 3, 1, 1}, Geo{2, 8, 7, 6, 17, 1, 1, 0}, Geo{2, 3, 15, 15, 8, 7, 2, 3},
+          Geo{1, 5, 10, 10, 16, 3, 2, 1}, Geo{2, 3, 64, 64, 20, 32, 32, 0}, Geo{3, 33, 5, 5, 9, 3, 1, 1}}) {
+      CAPTURE(top_of(inputs));
+      CAPTURE(g.C);
+      CAPTURE(g.k);
+      CAPTURE(g.stride);
+      const std::vector<double> x = grid_rows(rng, g.B, g.C * g.H * g.W, inputs);
+      const std::vector<double> w = grid_weight(rng, g.O, g.C * g.k * g.k);
+      std::vector<double> bias(static_cast<size_t>(g.O));
+      for (auto& b : bias) b = std::uniform_real_distribution<double>(-1, 1)(rng);
+      int64_t OH = 0, OW = 0;
+      const std::vector<double> want =
+          ref_conv(x, w, bias.data(), g.B, g.C, g.H, g.W, g.O, g.k, g.k, g.stride, g.pad, OH, OW);
+      const Tensor xt = from_values(x, {g.B, g.C, g.H, g.W}), bt = from_values(bias, {g.O});
+      const ga::backend::Int8Weight q = ga::quantize_int8(from_values(w, {g.O, g.C, g.k, g.k}), inputs);
+      const Tensor y = ga::conv2d_int8(xt, q, bt, {g.stride, g.stride}, {g.pad, g.pad});
+      CHECK(y.shape() == Shape({g.B, g.O, OH, OW}));
+      check_close(values_of(y), want, 1e-6);
+      check_same_bits(y, portable([&] { return ga::conv2d_int8(xt, q, bt, {g.stride, g.stride}, {g.pad, g.pad}); }));
+    }
 }
 
 TEST_CASE("int8: conv2d with vertical padding only (whole window rows per kernel call)") {
   ga::NoGradGuard no_grad;
   std::mt19937 rng(17);
   const int64_t B = 2, C = 5, H = 9, W = 11, O = 7, k = 5;
-  const std::vector<double> x = grid_rows(rng, B, C * H * W);
+  const std::vector<double> x = grid_rows(rng, B, C * H * W, Int8Inputs::Bits7);
   const std::vector<double> w = grid_weight(rng, O, C * k * k);
   for (int64_t stride : {1, 2}) {
     int64_t OH = 0, OW = 0;
     const std::vector<double> want = ref_conv(x, w, nullptr, B, C, H, W, O, k, k, stride, 2, OH, OW, /*pad_w=*/0);
-    const Tensor y = ga::conv2d_int8(from_values(x, {B, C, H, W}), ga::quantize_int8(from_values(w, {O, C, k, k})),
-                                     Tensor(), {stride, stride}, {2, 0});
+    const Tensor y = ga::conv2d_int8(from_values(x, {B, C, H, W}),
+                                     ga::quantize_int8(from_values(w, {O, C, k, k}), Int8Inputs::Bits7), Tensor(),
+                                     {stride, stride}, {2, 0});
     CHECK(y.shape() == Shape({B, O, OH, OW}));
     check_close(values_of(y), want, 1e-6);
   }
@@ -226,7 +260,7 @@ TEST_CASE("int8: conv2d's fused epilogue (bias per channel, residual, relu)") {
   ga::NoGradGuard no_grad;
   std::mt19937 rng(13);
   const int64_t B = 2, C = 6, H = 7, W = 9, O = 19, k = 3;
-  const std::vector<double> x = grid_rows(rng, B, C * H * W);
+  const std::vector<double> x = grid_rows(rng, B, C * H * W, Int8Inputs::Bits8);
   const std::vector<double> w = grid_weight(rng, O, C * k * k);
   std::vector<double> bias(static_cast<size_t>(O));
   for (auto& b : bias) b = std::uniform_real_distribution<double>(-1, 1)(rng);
@@ -249,36 +283,39 @@ TEST_CASE("int8: on random values the error stays within the quantization bound"
   std::vector<double> x(static_cast<size_t>(M * K)), w(static_cast<size_t>(N * K));
   for (auto& v : x) v = static_cast<float>(normal(rng) + 0.3);
   for (auto& v : w) v = static_cast<float>(0.05 * normal(rng));
-  const Tensor y = ga::linear_int8(from_values(x, {M, K}), ga::quantize_int8(from_values(w, {N, K})));
-  const std::vector<double> got = values_of(y), exact = ref_linear(x, w, nullptr, M, N, K);
-  double err2 = 0, ref2 = 0;
-  for (int64_t m = 0; m < M; ++m) {
-    // The documented rule: rows over [min(row, 0), max(row, 0)] in 255 steps, weights per
-    // output channel max|w| / 63.
-    double lo = 0, hi = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      lo = std::min(lo, x[static_cast<size_t>(m * K + k)]);
-      hi = std::max(hi, x[static_cast<size_t>(m * K + k)]);
+  for (Int8Inputs inputs : kBothInputs) {
+    CAPTURE(top_of(inputs));
+    const Tensor y = ga::linear_int8(from_values(x, {M, K}), ga::quantize_int8(from_values(w, {N, K}), inputs));
+    const std::vector<double> got = values_of(y), exact = ref_linear(x, w, nullptr, M, N, K);
+    double err2 = 0, ref2 = 0;
+    for (int64_t m = 0; m < M; ++m) {
+      // The documented rule: rows over [min(row, 0), max(row, 0)] in 255 (or 127) steps,
+      // weights per output channel max|w| / 63.
+      double lo = 0, hi = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        lo = std::min(lo, x[static_cast<size_t>(m * K + k)]);
+        hi = std::max(hi, x[static_cast<size_t>(m * K + k)]);
+      }
+      const double sa = (hi - lo) / top_of(inputs);
+      for (int64_t n = 0; n < N; ++n) {
+        double amax = 0;
+        for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(w[static_cast<size_t>(n * K + k)]));
+        const double sw = amax / 63;
+        double bound = 0;
+        for (int64_t k = 0; k < K; ++k)
+          bound += sa / 2 * std::fabs(w[static_cast<size_t>(n * K + k)]) +
+                   sw / 2 * std::fabs(x[static_cast<size_t>(m * K + k)]) + sa * sw / 4;
+        const size_t i = static_cast<size_t>(m * N + n);
+        INFO("row ", m, " column ", n);
+        REQUIRE(std::fabs(got[i] - exact[i]) <= bound * (1 + 1e-5) + 1e-6);
+        err2 += (got[i] - exact[i]) * (got[i] - exact[i]);
+        ref2 += exact[i] * exact[i];
+      }
     }
-    const double sa = (hi - lo) / 255;
-    for (int64_t n = 0; n < N; ++n) {
-      double amax = 0;
-      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(w[static_cast<size_t>(n * K + k)]));
-      const double sw = amax / 63;
-      double bound = 0;
-      for (int64_t k = 0; k < K; ++k)
-        bound += sa / 2 * std::fabs(w[static_cast<size_t>(n * K + k)]) +
-                 sw / 2 * std::fabs(x[static_cast<size_t>(m * K + k)]) + sa * sw / 4;
-      const size_t i = static_cast<size_t>(m * N + n);
-      INFO("row ", m, " column ", n);
-      REQUIRE(std::fabs(got[i] - exact[i]) <= bound * (1 + 1e-5) + 1e-6);
-      err2 += (got[i] - exact[i]) * (got[i] - exact[i]);
-      ref2 += exact[i] * exact[i];
-    }
+    // And typically far inside it: errors of random sign mostly cancel.
+    MESSAGE("int8 linear, inputs to 0..", top_of(inputs), ": relative RMS error ", std::sqrt(err2 / ref2));
+    CHECK(std::sqrt(err2 / ref2) < 0.02);
   }
-  // And typically far inside it: errors of random sign mostly cancel.
-  MESSAGE("int8 linear: relative RMS error ", std::sqrt(err2 / ref2));
-  CHECK(std::sqrt(err2 / ref2) < 0.02);
 }
 
 TEST_CASE("int8: non-finite inputs give NaN rows; bad weights and gradients are refused") {

@@ -66,9 +66,10 @@ struct LinearWeights {
   Tensor operator()(const Tensor& x, const Epilogue& then = {}) const {
     return int8.defined() ? linear_int8(x, int8, bias, then) : linear(x, weight, bias, then);
   }
-  /// Replaces the weight by its int8 quantization (quantize_int8 of its f32 values).
-  void quantize() {
-    int8 = quantize_int8(as_f32(weight));
+  /// Replaces the weight by its int8 quantization (quantize_int8 of its f32 values), for
+  /// products that quantize their inputs as `inputs` says.
+  void quantize(backend::Int8Inputs inputs) {
+    int8 = quantize_int8(as_f32(weight), inputs);
     weight = Tensor();
   }
 };
@@ -112,21 +113,21 @@ struct ResidualBlockWeights {
 
   /// Quantizes every product weight to int8 (see LinearWeights::quantize); `split` also
   /// quantizes the pieces forward_at uses.
-  void quantize(bool split) {
+  void quantize(bool split, backend::Int8Inputs inputs) {
     const int64_t D = in_proj_weight.size(1);
     const Tensor w = as_f32(in_proj_weight);
     in_proj_int8 = {w, in_proj_bias, {}};
-    in_proj_int8.quantize();
+    in_proj_int8.quantize(inputs);
     if (split) {
       q_int8 = {w.narrow(0, 0, D), in_proj_bias.narrow(0, 0, D), {}};
       kv_int8 = {w.narrow(0, D, 2 * D), in_proj_bias.narrow(0, D, 2 * D), {}};
-      q_int8.quantize();
-      kv_int8.quantize();
+      q_int8.quantize(inputs);
+      kv_int8.quantize(inputs);
     }
     in_proj_weight = Tensor();
-    out_proj.quantize();
-    c_fc.quantize();
-    c_proj.quantize();
+    out_proj.quantize(inputs);
+    c_fc.quantize(inputs);
+    c_proj.quantize(inputs);
   }
 
   /// h @ in_proj_weight[rows]^T + in_proj_bias[rows] for the stacked rows [first, first +
@@ -209,8 +210,8 @@ struct TransformerWeights {
   }
 
   /// Quantizes every block's product weights to int8 (the last block's split projections too).
-  void quantize() {
-    for (size_t i = 0; i < blocks.size(); ++i) blocks[i].quantize(i + 1 == blocks.size());
+  void quantize(backend::Int8Inputs inputs) {
+    for (size_t i = 0; i < blocks.size(); ++i) blocks[i].quantize(i + 1 == blocks.size(), inputs);
   }
 
   /// Runs every block on x [N, L, D] (replaced by the output); records "<prefix>.resblocks.<i>" after each

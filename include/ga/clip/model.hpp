@@ -38,13 +38,17 @@ enum class WeightMode {
   Bf16,
   /// The fastest path on CPUs without bf16 arithmetic: the products' weights (linear layers,
   /// convolutions, folded or not; not the two final projections) quantized at load to 7-bit
-  /// integers per output channel, their inputs to 8 bits per row (per image for a
-  /// convolution) on the fly, products summed exactly in int32 (see ga::linear_int8).
-  /// ResNet convolutions too small to gain keep f32 (FoldedConv::quantize). The quantized
-  /// weights take a quarter of their f32 memory. Embeddings agree with f32 to a cosine of
-  /// 0.9993-0.9996 on random weights of the real sizes (tested on the fixtures: at least 0.999);
-  /// trained weights with outlying activations may lose more. The quantized weights are not
-  /// available through Model::weight.
+  /// integers per output channel, their inputs on the fly per row (per image for a
+  /// convolution) to 7 bits in the image tower and 8 bits in the text tower, products summed
+  /// exactly in int32 (see ga::linear_int8, backend::Int8Inputs). The image tower trades
+  /// the input bit for speed (about 1.2x its products' rate on AVX2) at a small cost in
+  /// precision; the text tower keeps it, because a small text tower (the test fixture's) fell
+  /// to a cosine of 0.9987 with 7 bits, and text encoding is fast anyway. ResNet convolutions
+  /// too small to gain keep f32 (FoldedConv::quantize). The quantized weights take a quarter
+  /// of their f32 memory. Embeddings agree with f32 to a cosine of 0.9992-0.9997 on random
+  /// weights of the real sizes (tested on the fixtures: at least 0.999); trained weights with
+  /// outlying activations may lose more. The quantized weights are not available through
+  /// Model::weight.
   Int8,
 };
 
@@ -279,16 +283,16 @@ class Model {
       const bool int8 = options.weights == WeightMode::Int8;
       if (cfg.vision_is_vit()) {
         auto vit = std::make_shared<detail::VisionTransformerWeights>(detail::VisionTransformerWeights::from(m, cfg));
-        if (int8) vit->quantize();
+        if (int8) vit->quantize(backend::Int8Inputs::Bits7);
         vit_ = std::move(vit);
       } else {
         auto resnet = std::make_shared<detail::ModifiedResNetWeights>(
             detail::ModifiedResNetWeights::from(m, cfg, conv_dtype, release));
-        if (int8) resnet->quantize();
+        if (int8) resnet->quantize(backend::Int8Inputs::Bits7);
         resnet_ = std::move(resnet);
       }
       auto text = std::make_shared<detail::TextTransformerWeights>(detail::TextTransformerWeights::from(m, cfg));
-      if (int8) text->transformer.quantize();
+      if (int8) text->transformer.quantize(backend::Int8Inputs::Bits8);
       text_ = std::move(text);
       logit_scale_ = static_cast<float>(std::exp(detail::weight_at(m, "logit_scale").item<double>()));
       if (int8) {  // the towers hold the quantized weights only: drop the f32 ones and their pages

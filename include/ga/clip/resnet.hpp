@@ -45,10 +45,11 @@ struct FoldedConv {
   /// int8 time): 1x1 256 -> 64 0.4-0.55, 64 -> 256 0.2-0.33, 512 -> 128 0.78, 512 -> 256
   /// 0.66-1.0, 1024 -> 256 1.27; 3x3 32 -> 64 0.69, 64 -> 64 1.4, 128 -> 128 1.8. So: int8
   /// where depth * (out_channels * kh * kw) >= 2^18; the others keep their f32 weight.
-  void quantize() {
+  /// (Measured with 8-bit inputs; 7-bit inputs are faster, so the line may lie lower.)
+  void quantize(backend::Int8Inputs inputs) {
     const int64_t taps = weight.size(2) * weight.size(3);
     if (weight.size(1) * taps * weight.size(0) * taps < (int64_t(1) << 18)) return;
-    int8 = quantize_int8(as_f32(weight));
+    int8 = quantize_int8(as_f32(weight), inputs);
     weight = Tensor();
   }
 
@@ -138,14 +139,15 @@ struct ModifiedResNetWeights {
 
   /// Quantizes every product weight to int8: the convolutions and the attention pool's
   /// projections.
-  void quantize() {
-    for (FoldedConv* c : {&conv1, &conv2, &conv3}) c->quantize();
+  void quantize(backend::Int8Inputs inputs) {
+    for (FoldedConv* c : {&conv1, &conv2, &conv3}) c->quantize(inputs);
     for (auto& stage : stages)
       for (BottleneckWeights& b : stage) {
-        for (FoldedConv* c : {&b.conv1, &b.conv2, &b.conv3}) c->quantize();
-        if (b.has_downsample) b.downsample.quantize();
+        for (FoldedConv* c : {&b.conv1, &b.conv2, &b.conv3}) c->quantize(inputs);
+        if (b.has_downsample) b.downsample.quantize(inputs);
       }
-    for (LinearWeights* l : {&attnpool.q_proj, &attnpool.k_proj, &attnpool.v_proj, &attnpool.c_proj}) l->quantize();
+    for (LinearWeights* l : {&attnpool.q_proj, &attnpool.k_proj, &attnpool.v_proj, &attnpool.c_proj})
+      l->quantize(inputs);
   }
 
   /// The folded tensors under their convolution's name: "<conv>.weight" and "<conv>.bias"

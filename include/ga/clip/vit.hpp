@@ -35,10 +35,10 @@ struct VisionTransformerWeights {
   }
 
   /// Quantizes the patch embedding and the blocks' product weights to int8.
-  void quantize() {
-    conv1_int8 = quantize_int8(as_f32(conv1));
+  void quantize(backend::Int8Inputs inputs) {
+    conv1_int8 = quantize_int8(as_f32(conv1), inputs);
     conv1 = Tensor();
-    transformer.quantize();
+    transformer.quantize(inputs);
   }
 
   /// images [N, 3, R, R] f32 (checked by the caller) -> [N, embed] f32.

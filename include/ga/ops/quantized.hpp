@@ -1,9 +1,10 @@
 // The int8 products: linear and conv2d with a weight quantized once to 7-bit integers per
-// output channel (backend::Int8Weight) and activations quantized on the fly to 8 bits, summed
-// exactly in int32. Inference only: they record nothing for backward and refuse inputs that
-// require a gradient. Approximate by design (see Backend::int8_linear for the error), so the
-// op driver's exact references do not apply; tests/test_matmul_lowp.cpp checks them against
-// double-precision loops over the quantized values and against the error bound.
+// output channel (backend::Int8Weight) and activations quantized on the fly to 8 bits (or 7:
+// backend::Int8Inputs), summed exactly in int32. Inference only: they record nothing for
+// backward and refuse inputs that require a gradient. Approximate by design (see
+// Backend::int8_linear for the error), so the op driver's exact references do not apply;
+// tests/test_int8.cpp checks them against double-precision loops over the quantized values
+// and against the error bound.
 #pragma once
 #include <array>
 
@@ -24,16 +25,19 @@ inline void check_int8_inputs(const char* op, const Tensor& x, const Tensor& b, 
 }  // namespace ops
 
 /// w quantized for linear_int8 / conv2d_int8: w is f32 [out, in] or [out, C, kh, kw], on
-/// the device that will run the products. ValueError when w holds a non-finite value.
-inline backend::Int8Weight quantize_int8(const Tensor& w) {
+/// the device that will run the products; `inputs` says how those products quantize their
+/// inputs (Bits7: faster on AVX2, coarser). ValueError when w holds a non-finite value.
+inline backend::Int8Weight quantize_int8(const Tensor& w, backend::Int8Inputs inputs = backend::Int8Inputs::Bits8) {
   GA_CHECK(w.dtype() == DType::f32 && (w.dim() == 2 || w.dim() == 4), ShapeError,
            "quantize_int8: the weight must be f32 [out, in] or [out, C, kh, kw], got ", dtype_name(w.dtype()), " ",
            shape_str(w.shape()));
-  return backend::of(w).int8_weight(w.detach().contiguous());
+  backend::Int8Weight q = backend::of(w).int8_weight(w.detach().contiguous());
+  q.inputs = inputs;
+  return q;
 }
 
 /// linear(x, w, b, then) with an int8 weight from quantize_int8 of an [out, in] weight: x
-/// [..., in] f32, each row quantized to 8 bits (see Backend::int8_linear). Requires that
+/// [..., in] f32, each row quantized to 8 bits or 7 (w.inputs; see Backend::int8_linear). Requires that
 /// nothing needs a gradient.
 inline Tensor linear_int8(const Tensor& x, const backend::Int8Weight& w, const Tensor& b = Tensor(),
                           const Epilogue& then = {}) {

@@ -1,7 +1,7 @@
 // The CPU backend's int8 product (Backend::int8_weight, int8_linear, int8_conv2d): weights
 // quantized once to 7-bit signed integers per output channel, activations quantized per
-// row (a linear layer) or per image (a convolution) to unsigned bytes with a zero point,
-// products summed exactly in int32, then scaled back to f32.
+// row (a linear layer) or per image (a convolution) to unsigned integers with a zero point
+// (8 bits, or 7: Int8Weight::inputs), products summed exactly in int32, then scaled back.
 //
 // Why 7-bit weights: on x86 CPUs without AVX-VNNI the fastest 8-bit product is VPMADDUBSW
 // (bytes u8 x s8, adjacent pairs summed into int16, saturating) then VPMADDWD by ones (pairs
@@ -9,12 +9,21 @@
 // With weights in [-63, 63] a pair sum is at most 2 * 255 * 63 = 32130 < 2^15, so nothing
 // ever saturates and the integer sums are exact; the price is one bit of weight precision.
 //
+// Why 7-bit activations as an option (Int8Inputs::Bits7): with activations in [0, 127] a
+// pair sum is at most 2 * 127 * 63 = 16002, so the int16 sum of two VPMADDUBSW (four
+// products) is still exact and one VPMADDWD widens 64 multiply-adds instead of 32. The
+// multiplier ports bound this kernel: measured on a Zen 3 core, 22-26% more multiply-adds
+// per second. The price, measured with random weights of the real sizes: CLIP's image
+// embeddings' cosine to f32 went from 0.99961 to 0.99943 (ViT-B/32) and 0.99933 to 0.99922
+// (RN50), where weight rounding dominates, but a small text tower's (the test fixture's)
+// from 0.99945 to 0.99871.
+//
 // Layouts. A weight [N, C, kh, kw] (a linear weight [N, K] is C = K, kh = kw = 1) is reduced
 // over k = (tap, channel) with the channel innermost and C padded to Cp, a multiple of 4, so
 // that four consecutive k of one output position are four bytes of one pixel of an
 // NHWC-ordered image. It is stored in panels of kNR = 16 output channels: panel p holds
 // bytes ((p * K4 + k4) * 16 + c) * 4 + j = q[16 p + c][4 k4 + j] (K4 = kh * kw * Cp / 4),
-// rows past N zero. Activations are not packed: the register kernel reads each of its kMR = 6
+// rows past N zero. Activations are not packed: the register kernel reads each of its kMR = 4
 // rows through its own pointer, 4 bytes at a time, so a linear layer's quantized rows and a
 // convolution's quantized NHWC image are read in place (a padded window position reads a
 // row of zero points, whose value is exactly 0).
@@ -39,9 +48,12 @@
 
 namespace ga::backend::cpu::int8_gemm {
 
-inline constexpr int64_t kMR = 6, kNR = 16;
+inline constexpr int64_t kMR = 4, kNR = 16;
 /// The largest weight magnitude (see the file comment): 7-bit weights.
 inline constexpr int kWeightMax = 63;
+
+/// The largest quantized activation.
+inline int32_t activation_max(Int8Inputs inputs) { return inputs == Int8Inputs::Bits7 ? 127 : 255; }
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -64,17 +76,20 @@ inline bool& force_portable() {
   return f;
 }
 
-/// The scale and zero point of one quantized row of activations: value = scale * (q - zero).
+/// The scale and zero point of one quantized row of activations: value = scale * (q - zero),
+/// q in [0, top].
 struct RowQuant {
   float scale = 1;
   int32_t zero = 0;
+  int32_t top = 255;
 };
 
 /// The quantization of values with minimum lo and maximum hi: the range [min(lo, 0),
-/// max(hi, 0)] spread over 0..255, zero exactly representable. A non-finite lo or hi gives a
+/// max(hi, 0)] spread over 0..top, zero exactly representable. A non-finite lo or hi gives a
 /// NaN scale, so every product of the row is NaN, as the f32 product's would be (or inf).
-inline RowQuant row_quant(float lo, float hi) {
+inline RowQuant row_quant(float lo, float hi, int32_t top) {
   RowQuant r;
+  r.top = top;
   if (!std::isfinite(lo) || !std::isfinite(hi)) {
     r.scale = std::numeric_limits<float>::quiet_NaN();
     return r;
@@ -82,17 +97,18 @@ inline RowQuant row_quant(float lo, float hi) {
   lo = std::min(lo, 0.0f);
   hi = std::max(hi, 0.0f);
   if (hi == lo) return r;  // all zero
-  r.scale = (hi - lo) / 255.0f;
-  r.zero = static_cast<int32_t>(std::min(255.0f, std::max(0.0f, std::nearbyint(-lo / r.scale))));
+  r.scale = (hi - lo) / static_cast<float>(top);
+  r.zero = static_cast<int32_t>(std::min(static_cast<float>(top), std::max(0.0f, std::nearbyint(-lo / r.scale))));
   return r;
 }
 
-/// q[i] = clamp(round(x[i] * (1 / scale)) + zero, 0, 255) for i < n (round half to even).
+/// q[i] = clamp(round(x[i] * (1 / scale)) + zero, 0, top) for i < n (round half to even;
+/// the clamp matters where the two roundings of a row's maximum add up to top + 1).
 inline void quantize_portable(const float* x, int64_t n, RowQuant rq, uint8_t* q) {
   const float inv = 1.0f / rq.scale;
   for (int64_t i = 0; i < n; ++i) {
     const float v = std::nearbyint(x[i] * inv) + static_cast<float>(rq.zero);
-    q[i] = static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, v)));
+    q[i] = static_cast<uint8_t>(std::min(static_cast<float>(rq.top), std::max(0.0f, v)));
   }
 }
 
@@ -122,39 +138,40 @@ __attribute__((target("avx2"))) inline void minmax_avx2(const float* x, int64_t 
   }
 }
 
-/// quantize_portable, the same results: VCVTPS2DQ rounds half
-/// to even, as nearbyint does, and the packs saturate to 0..255.
+/// quantize_portable, the same results: VCVTPS2DQ rounds half to even, as nearbyint does,
+/// the packs saturate to 0..255 and VPMINUB clamps to top.
 __attribute__((target("avx2"))) inline void quantize_avx2(const float* x, int64_t n, RowQuant rq, uint8_t* q) {
   const __m256 inv = _mm256_set1_ps(1.0f / rq.scale);
   const __m256i zero = _mm256_set1_epi32(rq.zero);
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  const __m256i top = _mm256_set1_epi8(static_cast<char>(rq.top));
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
     __m256i v[4];
     for (int j = 0; j < 4; ++j)
       v[j] = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * j), inv)), zero);
     const __m256i p = _mm256_packus_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_permutevar8x32_epi32(p, order));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_min_epu8(_mm256_permutevar8x32_epi32(p, order), top));
   }
   quantize_portable(x + i, n - i, rq, q + i);
 }
 #endif
 
-/// The quantization of x[0, n) (row_quant of its extremes).
-inline RowQuant quant_of(const float* x, int64_t n) {
+/// The quantization of x[0, n) over 0..top (row_quant of its extremes).
+inline RowQuant quant_of(const float* x, int64_t n, int32_t top) {
   float lo = 0, hi = 0;
 #if GA_X86_INT8_KERNELS
   if (avx2_supported()) {
     minmax_avx2(x, n, lo, hi);
-    return row_quant(lo, hi);
+    return row_quant(lo, hi, top);
   }
 #endif
   for (int64_t i = 0; i < n; ++i) {
-    if (std::isnan(x[i])) return row_quant(std::numeric_limits<float>::quiet_NaN(), 0);
+    if (std::isnan(x[i])) return row_quant(std::numeric_limits<float>::quiet_NaN(), 0, top);
     lo = std::min(lo, x[i]);
     hi = std::max(hi, x[i]);
   }
-  return row_quant(lo, hi);
+  return row_quant(lo, hi, top);
 }
 
 /// Quantizes x[0, n) into q[0, n) contiguous with rq.
@@ -169,7 +186,7 @@ inline void quantize(const float* x, int64_t n, RowQuant rq, uint8_t* q) {
   quantize_portable(x, n, rq, q);
 }
 
-// ---- the register kernel: acc[6][16] (+)= sum over k4 < K4 of rows[r][4 k4 + j] * b[k4][c][j] ----
+// ---- the register kernel: acc[kMR][16] (+)= sum over k4 < K4 of rows[r][4 k4 + j] * b[k4][c][j] ----
 
 inline void kernel_portable(int64_t k4, const uint8_t* const* rows, const int8_t* b, int32_t* acc, bool zero_first) {
   if (zero_first) std::fill(acc, acc + kMR * kNR, 0);
@@ -183,60 +200,102 @@ inline void kernel_portable(int64_t k4, const uint8_t* const* rows, const int8_t
 }
 
 #if GA_X86_INT8_KERNELS
-// Written in assembly because GCC, given the same intrinsics, keeps the twelve accumulators'
-// temporaries live at once and spills (measured: 44-54 GMAC/s on a Zen 3 core against 67
-// here; clang's allocation reached 70). ymm0-11 accumulate, ymm12-13 hold 16 columns of b,
-// ymm14 a row's 4 broadcast bytes, ymm15 the products.
-#define GA_INT8_ROW(r, ca, cb)                    \
-  "vpbroadcastd (%[a" #r "],%[i]), %%ymm14\n\t"   \
-  "vpmaddubsw %%ymm12, %%ymm14, %%ymm15\n\t"      \
-  "vpmaddwd (%[ones]), %%ymm15, %%ymm15\n\t"      \
-  "vpaddd %%ymm15, %%ymm" #ca ", %%ymm" #ca "\n\t" \
-  "vpmaddubsw %%ymm13, %%ymm14, %%ymm15\n\t"      \
-  "vpmaddwd (%[ones]), %%ymm15, %%ymm15\n\t"      \
-  "vpaddd %%ymm15, %%ymm" #cb ", %%ymm" #cb "\n\t"
+// Written in assembly because GCC, given the equivalent intrinsics, keeps the accumulators'
+// temporaries live at once and spills (measured on the 6 x 16 tile this one replaced: 44-54
+// GMAC/s on a Zen 3 core against 67 in assembly). ymm0-7 accumulate (row r in ymm 2r and
+// 2r + 1: columns 0-7 and 8-15), ymm8-11 hold b for two k4 steps (step 0's columns 0-7 and
+// 8-15, then step 1's), ymm12-13 a row's broadcast bytes for the two steps, ymm14-15 the
+// products. With 7-bit activations (`pairs` > 0), per two k4 steps and row half: two
+// VPMADDUBSW, their exact int16 sum, one VPMADDWD by ones (from memory: no register left),
+// one VPADDD; the loads stay below the two 256-bit loads a cycle that a 6 x 16 tile reading
+// b from memory ran into. Single k4 steps (`singles`: all of them with 8-bit activations,
+// the odd last one with 7-bit) widen each VPMADDUBSW on its own.
+#define GA_INT8_ROW_PAIR(r, ca, cb)                \
+  "vpbroadcastd (%[a" #r "],%[i]), %%ymm12\n\t"    \
+  "vpbroadcastd 4(%[a" #r "],%[i]), %%ymm13\n\t"   \
+  "vpmaddubsw %%ymm8, %%ymm12, %%ymm14\n\t"        \
+  "vpmaddubsw %%ymm10, %%ymm13, %%ymm15\n\t"       \
+  "vpaddw %%ymm15, %%ymm14, %%ymm14\n\t"           \
+  "vpmaddwd (%[ones]), %%ymm14, %%ymm14\n\t"       \
+  "vpaddd %%ymm14, %%ymm" #ca ", %%ymm" #ca "\n\t" \
+  "vpmaddubsw %%ymm9, %%ymm12, %%ymm14\n\t"        \
+  "vpmaddubsw %%ymm11, %%ymm13, %%ymm15\n\t"       \
+  "vpaddw %%ymm15, %%ymm14, %%ymm14\n\t"           \
+  "vpmaddwd (%[ones]), %%ymm14, %%ymm14\n\t"       \
+  "vpaddd %%ymm14, %%ymm" #cb ", %%ymm" #cb "\n\t"
+#define GA_INT8_ROW_SINGLE(r, ca, cb)              \
+  "vpbroadcastd (%[a" #r "],%[i]), %%ymm12\n\t"    \
+  "vpmaddubsw %%ymm8, %%ymm12, %%ymm14\n\t"        \
+  "vpmaddwd (%[ones]), %%ymm14, %%ymm14\n\t"       \
+  "vpaddd %%ymm14, %%ymm" #ca ", %%ymm" #ca "\n\t" \
+  "vpmaddubsw %%ymm9, %%ymm12, %%ymm14\n\t"        \
+  "vpmaddwd (%[ones]), %%ymm14, %%ymm14\n\t"       \
+  "vpaddd %%ymm14, %%ymm" #cb ", %%ymm" #cb "\n\t"
 #define GA_INT8_ACC(op, i) op " " #i "*32(%[acc]), %%ymm" #i "\n\t"
-#define GA_INT8_ALL(op)                                                                                   \
-  GA_INT8_ACC(op, 0) GA_INT8_ACC(op, 1) GA_INT8_ACC(op, 2) GA_INT8_ACC(op, 3) GA_INT8_ACC(op, 4)          \
-  GA_INT8_ACC(op, 5) GA_INT8_ACC(op, 6) GA_INT8_ACC(op, 7) GA_INT8_ACC(op, 8) GA_INT8_ACC(op, 9)          \
-  GA_INT8_ACC(op, 10) GA_INT8_ACC(op, 11)
+#define GA_INT8_ALL(op)                                                                                 \
+  GA_INT8_ACC(op, 0) GA_INT8_ACC(op, 1) GA_INT8_ACC(op, 2) GA_INT8_ACC(op, 3) GA_INT8_ACC(op, 4)        \
+  GA_INT8_ACC(op, 5) GA_INT8_ACC(op, 6) GA_INT8_ACC(op, 7)
 #define GA_INT8_STORE(i) "vmovdqu %%ymm" #i ", " #i "*32(%[acc])\n\t"
 
-__attribute__((target("avx2"), noinline)) inline void kernel_avx2(int64_t k4, const uint8_t* const* rows, const int8_t* b,
-                                                        int32_t* acc, bool zero_first) {
+__attribute__((target("avx2"), noinline)) inline void kernel_avx2(int64_t pairs, int64_t singles,
+                                                                  const uint8_t* const* rows, const int8_t* b,
+                                                                  int32_t* acc, bool zero_first) {
   alignas(32) static const int16_t ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
   if (zero_first) std::memset(acc, 0, sizeof(int32_t) * kMR * kNR);
-  if (k4 <= 0) return;
+  if (pairs + singles <= 0) return;
   int64_t i = 0;
-  const uint8_t *a0 = rows[0], *a1 = rows[1], *a2 = rows[2], *a3 = rows[3], *a4 = rows[4], *a5 = rows[5];
+  const uint8_t *a0 = rows[0], *a1 = rows[1], *a2 = rows[2], *a3 = rows[3];
   asm volatile(GA_INT8_ALL("vmovdqu")  //
+               "test %[p], %[p]\n\t"
+               "jz 2f\n\t"
                "1:\n\t"
-               "vmovdqu (%[b]), %%ymm12\n\t"
-               "vmovdqu 32(%[b]), %%ymm13\n\t"  //
-               GA_INT8_ROW(0, 0, 1) GA_INT8_ROW(1, 2, 3) GA_INT8_ROW(2, 4, 5) GA_INT8_ROW(3, 6, 7)
-                   GA_INT8_ROW(4, 8, 9) GA_INT8_ROW(5, 10, 11)  //
+               "vmovdqu (%[b]), %%ymm8\n\t"
+               "vmovdqu 32(%[b]), %%ymm9\n\t"
+               "vmovdqu 64(%[b]), %%ymm10\n\t"
+               "vmovdqu 96(%[b]), %%ymm11\n\t"  //
+               GA_INT8_ROW_PAIR(0, 0, 1) GA_INT8_ROW_PAIR(1, 2, 3) GA_INT8_ROW_PAIR(2, 4, 5)
+                   GA_INT8_ROW_PAIR(3, 6, 7)  //
+               "add $8, %[i]\n\t"
+               "sub $-128, %[b]\n\t"
+               "dec %[p]\n\t"
+               "jnz 1b\n\t"
+               "2:\n\t"
+               "test %[s], %[s]\n\t"
+               "jz 4f\n\t"
+               "3:\n\t"
+               "vmovdqu (%[b]), %%ymm8\n\t"
+               "vmovdqu 32(%[b]), %%ymm9\n\t"  //
+               GA_INT8_ROW_SINGLE(0, 0, 1) GA_INT8_ROW_SINGLE(1, 2, 3) GA_INT8_ROW_SINGLE(2, 4, 5)
+                   GA_INT8_ROW_SINGLE(3, 6, 7)  //
                "add $4, %[i]\n\t"
                "add $64, %[b]\n\t"
-               "dec %[k]\n\t"
-               "jnz 1b\n\t"  //
+               "dec %[s]\n\t"
+               "jnz 3b\n\t"
+               "4:\n\t"  //
                GA_INT8_STORE(0) GA_INT8_STORE(1) GA_INT8_STORE(2) GA_INT8_STORE(3) GA_INT8_STORE(4)
-                   GA_INT8_STORE(5) GA_INT8_STORE(6) GA_INT8_STORE(7) GA_INT8_STORE(8) GA_INT8_STORE(9)
-                       GA_INT8_STORE(10) GA_INT8_STORE(11)
-               : [i] "+r"(i), [b] "+r"(b), [k] "+r"(k4)
-               : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5),
-                 [ones] "r"(ones), [acc] "r"(acc)
+                   GA_INT8_STORE(5) GA_INT8_STORE(6) GA_INT8_STORE(7)
+               : [i] "+r"(i), [b] "+r"(b), [p] "+r"(pairs), [s] "+r"(singles)
+               : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [ones] "r"(ones), [acc] "r"(acc)
                : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
                  "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
 }
-#undef GA_INT8_ROW
+#undef GA_INT8_ROW_PAIR
+#undef GA_INT8_ROW_SINGLE
 #undef GA_INT8_ACC
 #undef GA_INT8_ALL
 #undef GA_INT8_STORE
 #endif
 
-inline void kernel(int64_t k4, const uint8_t* const* rows, const int8_t* b, int32_t* acc, bool zero_first) {
+/// The register kernel over k4 steps; `paired`: the activations are 7-bit (Int8Inputs::Bits7),
+/// so the AVX2 kernel may add two steps' products in int16.
+inline void kernel(int64_t k4, bool paired, const uint8_t* const* rows, const int8_t* b, int32_t* acc,
+                   bool zero_first) {
 #if GA_X86_INT8_KERNELS
-  if (avx2_supported() && !force_portable()) return kernel_avx2(k4, rows, b, acc, zero_first);
+  if (avx2_supported() && !force_portable())
+    return paired ? kernel_avx2(k4 / 2, k4 % 2, rows, b, acc, zero_first)
+                  : kernel_avx2(0, k4, rows, b, acc, zero_first);
+#else
+  (void)paired;
 #endif
   kernel_portable(k4, rows, b, acc, zero_first);
 }
@@ -249,16 +308,22 @@ struct PackedWeight {
   const float* scales;
   const int32_t* sums;
   int64_t rows, taps, k4_per_tap;  // K4 = taps * k4_per_tap
+  bool paired;                     // 7-bit activations (see kernel)
 };
 
 inline PackedWeight packed_of(const Int8Weight& w) {
-  return {static_cast<const int8_t*>(w.packed.raw_data()), static_cast<const float*>(w.scales.raw_data()),
-          static_cast<const int32_t*>(w.sums.raw_data()), w.rows, w.kh * w.kw, round_up(w.channels, 4) / 4};
+  return {static_cast<const int8_t*>(w.packed.raw_data()),
+          static_cast<const float*>(w.scales.raw_data()),
+          static_cast<const int32_t*>(w.sums.raw_data()),
+          w.rows,
+          w.kh * w.kw,
+          round_up(w.channels, 4) / 4,
+          w.inputs == Int8Inputs::Bits7};
 }
 
 /// out(m, n) = scale(m) * w.scales[n] * (sum_k qa(m, k) qw(n, k) - zero(m) * w.sums[n]) for m
-/// < M, n < w.rows. rows_of(m0, ptrs) sets ptrs[tap * 6 + r] to the bytes that row m0 + r
-/// (r < 6) multiplies by tap `tap` (k4_per_tap * 4 readable bytes each, also for rows past M);
+/// < M, n < w.rows. rows_of(m0, ptrs) sets ptrs[tap * kMR + r] to the bytes that row m0 + r
+/// (r < kMR) multiplies by tap `tap` (k4_per_tap * 4 readable bytes each, also for rows past M);
 /// quant_of_row(m) gives row m's RowQuant; out_of(m) a pointer p and a stride s such that
 /// out(m, n) goes to p[n * s]; finish.row(p + n0 * s, s, n0, cols) then applies the epilogue
 /// to the just-stored results n0..n0+cols-1 of a row, or finish.column(p, rows, n) to those
@@ -271,7 +336,7 @@ void product(int64_t M, const PackedWeight& w, const RowsOf& rows_of, const Quan
   // A chunk of weight panels stays in L2 (128 KiB) while a block of row panels sweeps it;
   // blocks shrink until every thread has several tasks.
   int64_t n_chunk = std::max<int64_t>(1, std::min<int64_t>(n_panels, (int64_t(128) << 10) / panel_bytes));
-  int64_t m_block = 16;
+  int64_t m_block = 96 / kMR;  // row panels per block: 96 rows
   const int64_t want = 4 * get_num_threads();
   auto tasks = [&] { return ((m_panels + m_block - 1) / m_block) * ((n_panels + n_chunk - 1) / n_chunk); };
   while (tasks() < want && m_block > 1) m_block /= 2;
@@ -308,7 +373,8 @@ void product(int64_t M, const PackedWeight& w, const RowsOf& rows_of, const Quan
         for (int64_t np = nc * n_chunk; np < np_end; ++np) {
           const int8_t* panel = w.panels + np * panel_bytes;
           for (int64_t tap = 0; tap < w.taps; ++tap)
-            kernel(w.k4_per_tap, ptrs.data() + tap * kMR, panel + tap * w.k4_per_tap * kNR * 4, acc, tap == 0);
+            kernel(w.k4_per_tap, w.paired, ptrs.data() + tap * kMR, panel + tap * w.k4_per_tap * kNR * 4, acc,
+                   tap == 0);
           const int64_t n0 = np * kNR, cols = std::min(kNR, w.rows - n0);
           if (column_runs) {
             for (int64_t c = 0; c < cols; ++c) {
@@ -465,13 +531,14 @@ GA_CPU_KERNEL void CpuBackend::int8_linear(const Tensor& x, const Int8Weight& w,
            N, ", ", w.channels, "] (", w.kh, "x", w.kw, ") and output ", shape_str(out.shape()), " do not fit");
   if (M == 0 || N == 0) return;
   const int64_t Kp = round_up(K, 4);
+  const int32_t top = activation_max(w.inputs);
   // The quantized rows, then one row of zeros that the kernel reads for rows past M.
   const std::unique_ptr<uint8_t[]> q(new uint8_t[static_cast<size_t>((M + 1) * Kp)]);
   std::vector<RowQuant> rq(static_cast<size_t>(M));
   const float* xs = static_cast<const float*>(x.raw_data());
   parallel_for(0, M, 8, [&](int64_t lo, int64_t hi) {
     for (int64_t m = lo; m < hi; ++m) {
-      rq[static_cast<size_t>(m)] = quant_of(xs + m * K, K);
+      rq[static_cast<size_t>(m)] = quant_of(xs + m * K, K, top);
       quantize(xs + m * K, K, rq[static_cast<size_t>(m)], q.get() + m * Kp);
       std::memset(q.get() + m * Kp + K, 0, static_cast<size_t>(Kp - K));  // times zero weights
     }
@@ -500,6 +567,7 @@ GA_CPU_KERNEL void CpuBackend::int8_conv2d(const Tensor& x, const Int8Weight& w,
   if (out.numel() == 0) return;
   // Each image quantized as a whole, stored NHWC with channels padded to Cp (by its zero point).
   const int64_t Cp = round_up(C, 4), HW = H * W;
+  const int32_t top = activation_max(w.inputs);
   std::vector<uint8_t> q(static_cast<size_t>(B * HW * Cp));
   // Without horizontal padding every window row lies in its image row: the kw pixels a
   // window row reads are one run of kw * Cp bytes, so the kernel runs over whole window rows
@@ -515,7 +583,7 @@ GA_CPU_KERNEL void CpuBackend::int8_conv2d(const Tensor& x, const Int8Weight& w,
   std::vector<RowQuant> iq(static_cast<size_t>(B));
   const float* xs = static_cast<const float*>(x.raw_data());
   parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t b = lo; b < hi; ++b) iq[static_cast<size_t>(b)] = quant_of(xs + b * C * HW, C * HW);
+    for (int64_t b = lo; b < hi; ++b) iq[static_cast<size_t>(b)] = quant_of(xs + b * C * HW, C * HW, top);
   });
   // Blocks of `run` pixels: each channel's run quantized into an L2-sized buffer [Cp][run],
   // then transposed into the NHWC rows 16 channels at a time. (Scattering bytes straight into
