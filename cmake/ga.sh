@@ -11,7 +11,7 @@
 #   GA_BUILD_DIR       Release build directory            (default: build)
 #   GA_ASAN_BUILD_DIR  sanitizer build directory           (default: build-asan)
 #   GA_FUZZ_BUILD_DIR  libFuzzer build directory (clang)   (default: build-fuzz)
-#   GA_FUZZ_SECONDS    seconds per fuzz target             (default: 30)
+#   GA_FUZZ_SECONDS    seconds per fuzz target             (default: 20)
 #   GA_JOBS            parallel jobs                       (default: nproc)
 #   GA_NO_INSTALL=1    never call apt-get (fail if something is missing)
 #   GA_NATIVE=0        portable binaries (default 1: -march=native, since these builds run on
@@ -145,8 +145,8 @@ if [[ $mode == test ]]; then
   phase "building ${fuzz_targets[*]} in $fuzz_build"
   cmake --build "$fuzz_build" --target "${fuzz_targets[@]}" -j "$jobs"
   phase_done
-  phase "fuzzing each parser for ${GA_FUZZ_SECONDS:-30} s"
-  bash tests/fuzz/run_fuzzers.sh "$fuzz_build" "${GA_FUZZ_SECONDS:-30}"
+  phase "fuzzing each parser for ${GA_FUZZ_SECONDS:-20} s"
+  bash tests/fuzz/run_fuzzers.sh "$fuzz_build" "${GA_FUZZ_SECONDS:-20}"
   phase_done
 fi
 
