@@ -7,7 +7,9 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <map>
@@ -192,10 +194,16 @@ TEST_CASE("clip model: f16-stored weights stay f16 and match the reference compu
       CHECK(m.weight("visual.layer1.0.conv2.bias").dtype() == f32);
       CHECK_THROWS_AS(m.weight("visual.layer1.0.bn2.weight"), KeyError);
     }
-    // Kept as stored: the model's tensor is the caller's, not a copy.
+    // Kept as stored: the model's tensor is the caller's where that lies on a cache line, else
+    // an aligned copy of the same f16 values (the fixture file's writer does not align).
     for (const auto& [n, t] : fx.weights)
-      if (n == "transformer.resblocks.0.mlp.c_fc.weight")
-        CHECK(m.weight(n).shares_storage_with(t));
+      if (n == "transformer.resblocks.0.mlp.c_fc.weight") {
+        const bool on_line = reinterpret_cast<uintptr_t>(t.raw_data()) % 64 == 0;
+        CHECK(m.weight(n).shares_storage_with(t) == on_line);
+        CHECK(reinterpret_cast<uintptr_t>(m.weight(n).raw_data()) % 64 == 0);
+        CHECK(m.weight(n).dtype() == f16);
+        CHECK(m.weight(n).to_vector<float>() == t.to_vector<float>());
+      }
     check_parity(m, fx, "ref", /*with_trace=*/true);
 
     const Model up = Model::from_tensors(fx.cfg, fx.weights, std::nullopt, LoadOptions{WeightMode::F32});
@@ -334,6 +342,58 @@ double min_row_cosine(const Tensor& a, const Tensor& b) {
     worst = std::min(worst, xy / std::sqrt(xx * yy));
   }
   return worst;
+}
+
+TEST_CASE("clip model: product weights off a cache line are copied to aligned memory, with the same results") {
+  for (const char* kind : {"vit", "resnet"}) {
+    CAPTURE(kind);
+    const Fixture& fx = fixture(kind);
+    // Every tensor at an address 4 bytes past a cache line, as in a file whose data starts there.
+    std::vector<std::vector<float>> buffers;
+    Named shifted;
+    for (const auto& [name, t] : fx.weights_as(f32)) {
+      const Tensor c = t.contiguous();
+      buffers.emplace_back(size_t(c.numel()) + 32);
+      float* p = buffers.back().data();
+      while (reinterpret_cast<uintptr_t>(p) % 64 != 4) ++p;
+      std::memcpy(p, c.raw_data(), size_t(c.numel()) * sizeof(float));
+      shifted.emplace_back(name, ga::from_blob(p, c.shape(), f32));
+    }
+    const Named fresh = fx.weights_as(f32);  // new allocations, 64-byte aligned
+    const Model aligned = Model::from_tensors(fx.cfg, fresh);
+    const Model m = Model::from_tensors(fx.cfg, shifted);
+    for (const auto& [name, t] : fresh)  // aligned: kept where it lies, not copied
+      if (name == "transformer.resblocks.0.mlp.c_fc.weight" || name == "text_projection")
+        CHECK_MESSAGE(aligned.weight(name).shares_storage_with(t), name);
+    int copied = 0;
+    auto ends_with = [](const std::string& s, const std::string& e) {
+      return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0;
+    };
+    for (const auto& [name, t] : shifted) {
+      // The ResNet's convolutions are replaced by folded copies (or gone, the BatchNorms).
+      if (std::string(kind) == "resnet" && starts_with(name, "visual.") && !starts_with(name, "visual.attnpool."))
+        continue;
+      const Tensor* held = nullptr;
+      try {
+        held = &m.weight(name);
+      } catch (const ga::KeyError&) {
+        continue;  // folded away (the ResNet's convolutions and BatchNorms)
+      }
+      const auto address = reinterpret_cast<uintptr_t>(held->raw_data());
+      const bool product = ends_with(name, "_proj_weight") || ends_with(name, "proj.weight") ||
+                           ends_with(name, "c_fc.weight") || name == "visual.proj" || name == "text_projection" ||
+                           (std::string(kind) == "vit" && name == "visual.conv1.weight");
+      if (product) {
+        ++copied;
+        CHECK_MESSAGE(address % 64 == 0, name);
+      } else {
+        CHECK_MESSAGE(address == reinterpret_cast<uintptr_t>(t.raw_data()), name);  // the rest stays where it was
+      }
+    }
+    CHECK(copied >= 6);
+    CHECK(m.encode_image(fx.images).to_vector<float>() == aligned.encode_image(fx.images).to_vector<float>());
+    CHECK(m.encode_text(fx.tokens).to_vector<float>() == aligned.encode_text(fx.tokens).to_vector<float>());
+  }
 }
 
 TEST_CASE("clip model: WeightMode::Bf16 rounds the products' weights and stays within cosine 0.999 of f32") {

@@ -244,6 +244,9 @@ TEST_CASE("io: safetensors round trip of every dtype, layout, empty and 0-d tens
     in.emplace_back(n + ".empty", empty({0, 5}, dt));
     in.emplace_back(n + ".scalar", tensor(std::vector<double>{v[3]}, {}).to(dt));
   }
+  // Whole cache lines of data (512 and 64 bytes), listed after tensors of odd sizes.
+  in.emplace_back("f32.lines", arange(0, 128, 1, f32).reshape({4, 32}));
+  in.emplace_back("u8.line", arange(0, 64, 1, u8));
   // Deliberately a dtype order that would misalign data without the writer's reordering.
   const std::string path = dir.file("all.safetensors");
   io::save_safetensors(path, in);
@@ -274,12 +277,24 @@ TEST_CASE("io: safetensors round trip of every dtype, layout, empty and 0-d tens
         std::vector<double>{0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1});
   CHECK(f.get("f16.scalar").dim() == 0);
   CHECK(f.get("f16.scalar").item<double>() == 3.5);
-  // The data section starts 8-aligned (the writer pads the header with spaces).
+  // The data section starts 64-aligned (the writer pads the header with spaces), and so does
+  // every tensor whose size is a multiple of 64 bytes, in the file and when mapped.
   const std::string bytes = test::read_file(path);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(bytes[i]);
-  CHECK((8 + n) % 8 == 0);
+  CHECK((8 + n) % 64 == 0);
   CHECK(bytes[8 + n - 1] != '\0');
+  int lines = 0;
+  for (const auto& [name, t] : in) {
+    const auto& info = f.info(name);
+    CHECK(info.data_start == 8 + n);
+    if (info.end > info.begin && (info.end - info.begin) % 64 == 0) {
+      ++lines;
+      CHECK((info.data_start + info.begin) % 64 == 0);
+      CHECK(reinterpret_cast<uintptr_t>(f.get(name).raw_data()) % 64 == 0);
+    }
+  }
+  CHECK(lines == 2);
   CHECK(f.metadata().empty());
 }
 

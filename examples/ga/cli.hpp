@@ -150,8 +150,8 @@ std::string json_string(const std::string& s);
   "                  bf16 with f32 sums (AMX / AVX512-BF16 CPUs; cosine to f32 >= 0.999;\n" \
   "                  elsewhere emulated: no faster than f32, often slower)\n" \
   "  --int8          fast, approximate: weights quantized to 7-bit integers, inputs to\n" \
-  "                  8 bits, exact integer sums (AVX2 CPUs; cosine to f32 >= 0.999 on\n" \
-  "                  random weights; not with --bf16)\n"
+  "                  7 bits (images) or 8 (text), exact integer sums (AVX2 CPUs; cosine\n" \
+  "                  to f32 >= 0.999 on random weights; not with --bf16)\n"
 
 // ---- the commands (convert_commands.cpp, clip_commands.cpp) ----
 int run_convert(const std::vector<std::string>& argv);
