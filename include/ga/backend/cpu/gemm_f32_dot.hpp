@@ -18,6 +18,7 @@
 
 #if GA_EMIT_CPU_KERNELS && GA_X86_F32_KERNELS
 #include <array>
+#include <atomic>
 
 #include "epilogue.hpp"
 #include "parallel.hpp"
@@ -34,9 +35,9 @@ namespace ga::backend::cpu::f32_gemm {
 // Register tile: kDotMR rows of x by kDotNR rows of w, 24 accumulators, 10 loads per 24 FMAs.
 // A w tile is at most kDotKC deep (24 KiB), so it stays in L1 while every row of x passes
 // over it; a deeper product is cut into k chunks whose sums are added into C in order.
-// Tiles are taken kDotGroup at a time (192 columns), and a group's epilogue is applied once
+// Tiles are taken kDotGroup at a time (48 columns), and a group's epilogue is applied once
 // its last k chunk is stored, while it is in cache.
-inline constexpr int64_t kDotMR = 4, kDotNR = 6, kDotKC = 1024, kDotGroup = 32;
+inline constexpr int64_t kDotMR = 4, kDotNR = 6, kDotKC = 1024, kDotGroup = 8;
 inline constexpr int64_t kDotPrefetchMax = kDotNR * kDotKC / 16;  // cache lines of one w tile
 
 /// C(r, j) = (accumulate ? C(r, j) : 0) + sum_k a[r, k] w[j, k] for r < MR, j < NR, over kc
@@ -148,15 +149,18 @@ inline void apply_dot_epilogue(const Epilogue& e, const DotLayout& C, int64_t M,
 /// value does not depend on the thread count.
 inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, const DotLayout& C, int64_t M,
                      int64_t N, int64_t K, int threads, const Epilogue& e) {
-  const int64_t tiles = (N + kDotNR - 1) / kDotNR;
-  threads = int(std::max<int64_t>(1, std::min<int64_t>(threads, tiles)));
+  const int64_t tiles = (N + kDotNR - 1) / kDotNR, groups = (tiles + kDotGroup - 1) / kDotGroup;
+  threads = int(std::max<int64_t>(1, std::min<int64_t>(threads, groups)));
   // k chunks of about equal depth, a multiple of 16 (so each w row run starts on a whole
   // vector), at most kDotKC; the last one shorter.
   const int64_t even = (K + (K + kDotKC - 1) / kDotKC - 1) / ((K + kDotKC - 1) / kDotKC);
   const int64_t chunk = (even + 15) / 16 * 16, chunks = (K + chunk - 1) / chunk;
-  // Tiles [t0, t1) of W's rows on one thread: groups of kDotGroup tiles, and in a group each
-  // k chunk over all its tiles, so a chunk of x is reused by the group's tiles.
-  auto work = [&](int64_t t0, int64_t t1) {
+  // The threads take groups of kDotGroup tiles from a shared counter, so that a thread slowed
+  // by the memory system does not hold the others at the end. In a group, each k chunk runs
+  // over all its tiles (a chunk of x is reused by the group's tiles), and the group's epilogue
+  // follows its last chunk. Which thread computes a group does not change its arithmetic.
+  std::atomic<int64_t> next_group{0};
+  auto work = [&]() {
     std::array<const char*, kDotPrefetchMax> pf;
     // The cache lines of tile t's k chunk q.
     auto tile_lines = [&](int64_t t, int64_t q) {
@@ -168,19 +172,19 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
       }
       return n;
     };
-    for (int64_t g0 = t0; g0 < t1; g0 += kDotGroup) {
-      const int64_t g1 = std::min(t1, g0 + kDotGroup);
+    for (int64_t group = next_group.fetch_add(1); group < groups; group = next_group.fetch_add(1)) {
+      const int64_t g0 = group * kDotGroup, g1 = std::min(tiles, g0 + kDotGroup);
       for (int64_t q = 0; q < chunks; ++q) {
         const int64_t k0 = q * chunk, kc = std::min(chunk, K - k0);
         for (int64_t t = g0; t < g1; ++t) {
           // What comes next in this order: the next tile, else the group's first at the next
-          // chunk, else the next group's first.
+          // chunk, else the first of the group after this one (the next a thread will take).
           int64_t nt = t + 1, nq = q;
           if (nt == g1) {
             nt = q + 1 < chunks ? g0 : g1;
             nq = q + 1 < chunks ? q + 1 : 0;
           }
-          const int64_t lines = nt < t1 ? tile_lines(nt, nq) : 0;
+          const int64_t lines = nt < tiles ? tile_lines(nt, nq) : 0;
           const int64_t n0 = t * kDotNR, cols = std::min(kDotNR, N - n0);
           // The prefetches spread over the row tiles, one per k step at most.
           const int64_t row_tiles = (M + kDotMR - 1) / kDotMR;
@@ -199,14 +203,11 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
 #ifdef _OPENMP
   if (threads > 1) {
 #pragma omp parallel num_threads(threads)
-    {
-      const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-      work(tiles * tid / nth, tiles * (tid + 1) / nth);
-    }
+    work();
     return;
   }
 #endif
-  work(0, tiles);
+  work();
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
