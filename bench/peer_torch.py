@@ -155,7 +155,11 @@ def check_blas(torch):
 # Model, files, timing
 
 def build(torch, name):
-    import clip.model
+    try:
+        import clip.model
+    except ImportError as e:  # its package imports torchvision and PIL at import time
+        raise SystemExit(f"peer_torch.py: cannot import OpenAI's clip package ({e}); install PyPI's "
+                         "openai-clip, ftfy and regex, and Debian's python3-torchvision and python3-pil")
     return clip.model.CLIP(*CONFIGS[name]).float().eval()
 
 

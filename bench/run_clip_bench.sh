@@ -28,7 +28,8 @@
 #                  little CPU from it; needs root. For a shared machine: it cuts the
 #                  slowdown from other load about tenfold, but the figures stay preliminary.
 #
-# Needs: /usr/bin/python3 with Debian's python3-torch and PyPI openai-clip; OpenBLAS with
+# Needs: /usr/bin/python3 with Debian's python3-torch, python3-torchvision and python3-pil, and
+# PyPI's openai-clip (with ftfy and regex; it imports torchvision and PIL); OpenBLAS with
 # OpenMP selected by update-alternatives (peer_torch.py checks, refuses otherwise, and says how
 # to fix it); libbenchmark-dev and libopenblas-dev for the C++ side; ../shared/clip's
 # vocabulary. 2 threads on each side (GA_BENCH_THREADS / --threads). Every figure is taken on
