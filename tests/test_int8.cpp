@@ -5,7 +5,7 @@
 //     weight packing, the zero points and the convolution's windows and padding;
 //   - on random values, the error must stay within the bound the documented quantization
 //     rule gives (half a step of each factor), recomputed here from that rule;
-//   - both kernels (AVX2 and the portable one) give the same bits.
+//   - every kernel this machine runs (AVX512-VNNI, AVX2, the portable one) gives the same bits.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -115,15 +115,6 @@ std::vector<double> ref_conv(const std::vector<double>& x, const std::vector<dou
   return y;
 }
 
-/// Runs f with the portable kernel forced, then restores the automatic choice.
-template <class F>
-auto portable(const F& f) {
-  ga::backend::cpu::int8_gemm::force_portable() = true;
-  auto r = f();
-  ga::backend::cpu::int8_gemm::force_portable() = false;
-  return r;
-}
-
 void check_close(const std::vector<double>& got, const std::vector<double>& want, double rel) {
   REQUIRE(got.size() == want.size());
   double scale = 0;
@@ -143,9 +134,25 @@ void check_same_bits(const Tensor& a, const Tensor& b) {
   }
 }
 
+/// Runs f on every int8 kernel this machine runs (AVX512-VNNI, AVX2, portable) and requires
+/// each result to have the bits of `want` (computed with the automatic choice), then restores
+/// the automatic choice.
+template <class F>
+void check_every_kernel(const Tensor& want, const F& f) {
+  using ga::backend::cpu::Int8Kernel;
+  for (Int8Kernel k : {Int8Kernel::Avx512Vnni, Int8Kernel::Avx2, Int8Kernel::Portable}) {
+    if (!ga::backend::cpu::int8_kernel_supported(k)) continue;
+    CAPTURE(ga::backend::cpu::int8_kernel_name(k));
+    ga::backend::cpu::set_int8_kernel(k);
+    const Tensor got = f();
+    ga::backend::cpu::set_int8_kernel(Int8Kernel::Auto);
+    check_same_bits(got, want);
+  }
+}
+
 }  // namespace
 
-TEST_CASE("int8: linear on grid values is the exact product, on both kernels") {
+TEST_CASE("int8: linear on grid values is the exact product, on every kernel") {
   ga::NoGradGuard no_grad;
   std::mt19937 rng(7);
   for (Int8Inputs inputs : kBothInputs)
@@ -163,7 +170,7 @@ TEST_CASE("int8: linear on grid values is the exact product, on both kernels") {
       const ga::backend::Int8Weight q = ga::quantize_int8(wt, inputs);
       const Tensor y = ga::linear_int8(xt, q, bt);
       check_close(values_of(y), ref_linear(x, w, bias.data(), M, N, K), 1e-6);
-      check_same_bits(y, portable([&] { return ga::linear_int8(xt, q, bt); }));
+      check_every_kernel(y, [&] { return ga::linear_int8(xt, q, bt); });
       // A batch of rows [2, M, K] gives [2, M, N], each row as alone.
       const Tensor y2 = ga::linear_int8(ga::stack({xt, xt}, 0), q, bt);
       CHECK(y2.shape() == Shape({2, M, N}));
@@ -188,7 +195,7 @@ TEST_CASE("int8: products at the largest magnitudes do not saturate") {
     const ga::backend::Int8Weight q = ga::quantize_int8(from_values(w, {N, K}), inputs);
     const Tensor y = ga::linear_int8(xt, q);
     check_close(values_of(y), ref_linear(x, w, nullptr, M, N, K), 1e-6);
-    check_same_bits(y, portable([&] { return ga::linear_int8(xt, q); }));
+    check_every_kernel(y, [&] { return ga::linear_int8(xt, q); });
   }
 }
 
@@ -235,7 +242,7 @@ TEST_CASE("int8: conv2d on grid values is the exact convolution (windows, stride
       const Tensor y = ga::conv2d_int8(xt, q, bt, {g.stride, g.stride}, {g.pad, g.pad});
       CHECK(y.shape() == Shape({g.B, g.O, OH, OW}));
       check_close(values_of(y), want, 1e-6);
-      check_same_bits(y, portable([&] { return ga::conv2d_int8(xt, q, bt, {g.stride, g.stride}, {g.pad, g.pad}); }));
+      check_every_kernel(y, [&] { return ga::conv2d_int8(xt, q, bt, {g.stride, g.stride}, {g.pad, g.pad}); });
     }
 }
 
