@@ -38,17 +38,18 @@ struct FoldedConv {
     return c;
   }
 
-  /// Replaces the weight by its int8 quantization, where that pays. The int8 product first
-  /// quantizes its whole input (a cost per input value, repaid by the outputs it feeds:
-  /// out_channels * kh * kw), and each output's sum is cut into runs of the window's depth
-  /// (channels * kh * kw) with a fixed cost each. Measured on a Zen 3 (2 threads, f32 time /
-  /// int8 time): 1x1 256 -> 64 0.4-0.55, 64 -> 256 0.2-0.33, 512 -> 128 0.78, 512 -> 256
-  /// 0.66-1.0, 1024 -> 256 1.27; 3x3 32 -> 64 0.69, 64 -> 64 1.4, 128 -> 128 1.8. So: int8
-  /// where depth * (out_channels * kh * kw) >= 2^18; the others keep their f32 weight.
-  /// (Measured with 8-bit inputs; 7-bit inputs are faster, so the line may lie lower.)
+  /// Replaces the weight by its int8 quantization, where that pays. Each output's sum is cut
+  /// into runs of the window's depth (channels * kh * kw) with a fixed cost each (a tile's
+  /// scaling and epilogue), so a shallow window gains nothing. Measured with RN50's shapes on
+  /// a Zen 4, 2 threads, batch 1, f32 time / int8 time with the AVX512-VNNI tile (and with
+  /// both sides on their AVX2 kernels, as a CPU without AVX-512 runs them): depth 27 (the
+  /// stem's first convolution) 0.3; 64 (1x1) 0.6-0.73 (0.59-0.74); 128 (1x1 -> 512) 1.25
+  /// (0.9); 256 (1x1) 1.07-1.52 (0.93-1.24); 288 (3x3 of 32 channels) 1.69-1.73 (1.51-1.58);
+  /// 512 (1x1) 1.6-1.94 (1.42). So: int8 where the depth is 256 or more; the others keep
+  /// their f32 weight.
   void quantize(backend::Int8Inputs inputs) {
     const int64_t taps = weight.size(2) * weight.size(3);
-    if (weight.size(1) * taps * weight.size(0) * taps < (int64_t(1) << 18)) return;
+    if (weight.size(1) * taps < 256) return;
     int8 = quantize_int8(as_f32(weight), inputs);
     weight = Tensor();
   }
