@@ -46,7 +46,7 @@ enum class WeightMode {
   /// to a cosine of 0.9987 with 7 bits, and text encoding is fast anyway. ResNet convolutions
   /// whose window is too shallow to gain (under 256 values deep) keep f32
   /// (FoldedConv::quantize). The quantized weights take a quarter
-  /// of their f32 memory. Embeddings agree with f32 to a cosine of 0.9992-0.9997 on random
+  /// of their f32 memory. Embeddings agree with f32 to a cosine of 0.9991-0.9997 on random
   /// weights of the real sizes (tested on the fixtures: at least 0.999); trained weights with
   /// outlying activations may lose more. The quantized weights are not available through
   /// Model::weight.
