@@ -196,6 +196,31 @@ std::vector<std::string> reference_images() {
 
 }  // namespace
 
+TEST_CASE("cli: ga describes the build, naming the int8 kernel this CPU runs") {
+  REQUIRE_CLI();
+  const Run r = run_ga({});
+  REQUIRE_MESSAGE(r.rc == 0, r.show());
+  const size_t at = r.out.find("  kernels: f32 ");
+  REQUIRE_MESSAGE(at != std::string::npos, r.show());
+  const std::string line = r.out.substr(at, r.out.find('\n', at) - at);
+  CAPTURE(line);
+  // The fastest int8 tile the CPU runs, probed here independently of the library (unless
+  // the environment forces one).
+  if (!std::getenv("GA_GEMM_INT8")) {
+    std::string want = "portable";
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) want = "avx2";
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512vnni"))
+      want = "avx512vnni";
+#endif
+    const std::string tail = ", int8 " + want;
+    CHECK(line.size() > tail.size());
+    CHECK(line.compare(line.size() - tail.size(), tail.size(), tail) == 0);
+  }
+}
+
 TEST_CASE("cli: convert reports progress, refuses to overwrite without --force, info prints the config") {
   REQUIRE_CLI();
   CliTempDir dir;

@@ -63,6 +63,14 @@ void print_build_config(std::ostream& os) {
   os << "  CUDA:    " << (ga::backend::cuda_compiled_in() ? "compiled in (backend not implemented yet)" : "not compiled in")
      << "\n";
   os << "  Eigen:   " << EIGEN_WORLD_VERSION << "." << EIGEN_MAJOR_VERSION << "." << EIGEN_MINOR_VERSION << "\n";
+  // Which kernels this CPU runs: whether --bf16 and --int8 are fast here (see the README).
+  using namespace ga::backend::cpu;
+  const F32Kernel f32 = f32_gemm_kernel() != F32Kernel::Auto      ? f32_gemm_kernel()
+                        : f32_kernel_supported(F32Kernel::Avx512) ? F32Kernel::Avx512
+                        : f32_kernel_supported(F32Kernel::Avx2)   ? F32Kernel::Avx2
+                                                                  : F32Kernel::Eigen;
+  os << "  kernels: f32 " << f32_kernel_name(f32) << ", bf16 " << bf16_kernel_name(bf16_kernel()) << ", int8 "
+     << int8_kernel_name(int8_kernel()) << "\n";
 #ifdef NDEBUG
   os << "  build:   optimised (NDEBUG)\n";
 #else
