@@ -630,35 +630,30 @@ struct Finisher {
     if (e.residual.defined()) residual = static_cast<const float*>(e.residual.raw_data());
     activation = e.activation;
   }
-  /// Stores o[r] = the epilogue of v[r] for r < rows: the results of column n, which go to
-  /// consecutive places of out. One pass, one store per value; a full tile's run (kMR
-  /// values) in vector registers.
+  /// Stores o[r] = the epilogue of v[r] for r < rows <= kMR: the results of column n, which
+  /// go to consecutive places of out. One pass, one store per value; a full tile's run has a
+  /// constant length, so its loops compile to vector code.
   void column(float* o, const float* v, int64_t rows, int64_t n) const {
-    if (rows == kMR) return column_run<kMR>(o, v, n);
-    for (int64_t r = 0; r < rows; ++r) o[r] = v[r];
-    if (bias)
-      for (int64_t r = 0; r < rows; ++r) o[r] += bias[n];
-    if (residual) {
-      const float* res = residual + (o - out);
-      for (int64_t r = 0; r < rows; ++r) o[r] += res[r];
-    }
-    detail::activate_row<float>(activation, o, rows);
+    if (rows == kMR) return column_run<kMR>(o, v, kMR, n);
+    column_run<0>(o, v, rows, n);
   }
-  template <int64_t kRows>
-  void column_run(float* o, const float* v, int64_t n) const {
-    float t[kRows];
+  /// column() with kFixed rows (0: `count` rows).
+  template <int64_t kFixed>
+  void column_run(float* o, const float* v, int64_t count, int64_t n) const {
+    const int64_t rows = kFixed ? kFixed : count;
+    float t[kMR];
     const float b = bias ? bias[n] : 0.0f;
-    for (int64_t r = 0; r < kRows; ++r) t[r] = bias ? v[r] + b : v[r];
+    for (int64_t r = 0; r < rows; ++r) t[r] = bias ? v[r] + b : v[r];
     if (residual) {
       const float* res = residual + (o - out);
-      for (int64_t r = 0; r < kRows; ++r) t[r] += res[r];
+      for (int64_t r = 0; r < rows; ++r) t[r] += res[r];
     }
     if (activation == Activation::Relu) {  // the common case, inline for a run this short (NaN stays NaN)
-      for (int64_t r = 0; r < kRows; ++r) o[r] = t[r] < 0 ? 0.0f : t[r];
+      for (int64_t r = 0; r < rows; ++r) o[r] = t[r] < 0 ? 0.0f : t[r];
       return;
     }
-    for (int64_t r = 0; r < kRows; ++r) o[r] = t[r];
-    detail::activate_row<float>(activation, o, kRows);
+    for (int64_t r = 0; r < rows; ++r) o[r] = t[r];
+    detail::activate_row<float>(activation, o, rows);
   }
   void row(float* o, int64_t stride, int64_t n0, int64_t cols) const {
     const float* r = residual ? residual + (o - out) : nullptr;
