@@ -203,6 +203,19 @@ TEST_CASE("gemm f32: the dot-product form's tiles, k chunks and threads") {
       check_product(x, w.t(), y - b, shape_name((tag + " linear, bias taken off").c_str(), M, K, N));
     }
   }
+  // x rows a multiple of 4 KiB apart, which dot_gemm copies to a wider stride first: whole
+  // rows (K = 3072, ViT's c_proj) and rows narrowed out of 1024-wide ones (K not a multiple
+  // of 16), on 1 and 2 threads (each copies part of the rows).
+  for (int threads : {1, 2}) {
+    PathScope s(F32Kernel::Avx512Dot, threads);
+    const std::string tag = "avx512dot " + std::to_string(threads) + "t, x rows 4 KiB apart";
+    const Tensor x = ga::randn({50, 3072}, g), w = ga::randn({20, 3072}, g);
+    check_product(x, w.t(), ga::linear(x, w), shape_name(tag.c_str(), 50, 3072, 20));
+    for (int64_t M : {2, 7}) {
+      const Tensor xn = ga::randn({M, 1024}, g).narrow(1, 3, 1000), wn = ga::randn({30, 1000}, g);
+      check_product(xn, wn.t(), ga::matmul(xn, wn.t()), shape_name((tag + ", narrowed").c_str(), M, 1000, 30));
+    }
+  }
   // The thread count does not change a value: each is one chunked dot product.
   const Tensor x = ga::randn({50, 3000}, g), w = ga::randn({130, 3000}, g);
   Tensor one, two;

@@ -137,7 +137,10 @@ GA_CPU_KERNEL void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Wi
     f32_gemm::for_each_product_range(N, 2.0 * double(P) * double(O) * double(CKK), [&](int64_t lo, int64_t hi,
                                                                                         int threads) {
       const Tensor cols = g.pointwise() ? Tensor() : detail::scratch_tensor({CKK, P}, x.dtype());
-      const Tensor rows = detail::scratch_tensor({P, CKK}, x.dtype());
+      // rows' stride: CKK, or a little more where CKK floats are a multiple of 4 KiB (ViT's
+      // 32 x 32 patches), which dot_gemm would otherwise copy to keep rows out of the same L1 sets.
+      const int64_t ldr = (CKK * int64_t(sizeof(float))) % 4096 == 0 ? CKK + 16 : CKK;
+      const Tensor rows = detail::scratch_tensor({P, ldr}, x.dtype());
       for (int64_t n = lo; n < hi; ++n) {
         const float* image_cols = xp + n * C * H * W;  // a pointwise window's columns: the image
         if (!g.pointwise()) {
@@ -148,10 +151,10 @@ GA_CPU_KERNEL void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Wi
         float* rp = static_cast<float*>(rows.raw_data());
         parallel_for(0, (CKK + 15) / 16, threads > 1 ? 1 : (CKK + 15) / 16, [&](int64_t lo, int64_t hi) {
           const int64_t r0 = lo * 16, r1 = std::min(CKK, hi * 16);
-          f32_gemm::avx512::transpose_matrix(image_cols + r0 * P, r1 - r0, P, P, rp + r0, CKK);
+          f32_gemm::avx512::transpose_matrix(image_cols + r0 * P, r1 - r0, P, P, rp + r0, ldr);
         });
         const f32_gemm::Epilogue ep{nullptr, bias, residual ? residual + n * O * P : nullptr, 0, e.activation};
-        f32_gemm::dot_gemm(static_cast<const float*>(rows.raw_data()), CKK, static_cast<const float*>(w.raw_data()),
+        f32_gemm::dot_gemm(static_cast<const float*>(rows.raw_data()), ldr, static_cast<const float*>(w.raw_data()),
                            w.strides()[0], f32_gemm::DotLayout{op + n * O * P, 1, P}, P, O, CKK, threads, ep);
       }
     });

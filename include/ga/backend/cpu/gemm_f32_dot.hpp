@@ -19,8 +19,10 @@
 #if GA_EMIT_CPU_KERNELS && GA_X86_F32_KERNELS
 #include <array>
 #include <atomic>
+#include <cstring>
 
 #include "epilogue.hpp"
+#include "host_cache.hpp"
 #include "parallel.hpp"
 
 namespace ga::backend::cpu::f32_gemm {
@@ -40,6 +42,24 @@ namespace ga::backend::cpu::f32_gemm {
 inline constexpr int64_t kDotMR = 4, kDotNR = 6, kDotKC = 1024, kDotGroup = 8;
 inline constexpr int64_t kDotPrefetchMax = kDotNR * kDotKC / 16;  // cache lines of one w tile
 
+/// The lane sums of v[0 .. 16), in order, in one vector: a tree of in-register transposes
+/// and adds, 45 operations where summing each vector on its own takes 16 x 7. Each sum is
+/// ((L0 + L2) + (L1 + L3)) over the vector's 128-bit lanes, a lane being ((e0 + e2) + (e1 + e3)).
+GA_TARGET_AVX512F inline __m512 lane_sums16(const __m512* v) {
+  __m512 s[8], t[4], u[2];
+  // In each 128-bit lane, (x, y) -> [x0 + x2, y0 + y2, x1 + x3, y1 + y3].
+  for (int i = 0; i < 8; ++i)
+    s[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  // In each 128-bit lane, the lane's sums of v[4i .. 4i + 3].
+  for (int i = 0; i < 4; ++i)
+    t[i] = _mm512_add_ps(_mm512_shuffle_ps(s[2 * i], s[2 * i + 1], 0x44), _mm512_shuffle_ps(s[2 * i], s[2 * i + 1], 0xee));
+  // 128-bit lanes: t[2i] over lanes 0 + 2 and 1 + 3, then t[2i + 1] over the same.
+  for (int i = 0; i < 2; ++i)
+    u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x44),
+                         _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0xee));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xdd));
+}
+
 /// C(r, j) = (accumulate ? C(r, j) : 0) + sum_k a[r, k] w[j, k] for r < MR, j < NR, over kc
 /// values of k (rows lda and ldw floats apart, each contiguous along k), where C(r, j) is
 /// c[r * rs + j * cs]. While it runs it prefetches the cache lines pf[0 .. npf) into L2, one
@@ -48,17 +68,23 @@ template <int MR, int NR>
 GA_TARGET_AVX512F inline void dot_tile(int64_t kc, const float* a, int64_t lda, const float* w, int64_t ldw,
                                        float* c, int64_t rs, int64_t cs, bool accumulate, const char* const* pf,
                                        int64_t npf) {
-  __m512 acc[MR][NR];
-  for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_setzero_ps();
+  constexpr int kAcc = MR * NR, kGroups = (kAcc + 15) / 16;
+  __m512 acc[kGroups * 16];  // acc[r * NR + j]; the rest stay zero for lane_sums16
+  for (int i = 0; i < kGroups * 16; ++i) acc[i] = _mm512_setzero_ps();
   int64_t k = 0;
   for (int64_t s = 0; k + 16 <= kc; k += 16, ++s) {
     if (s < npf) _mm_prefetch(pf[s], _MM_HINT_T1);
     __m512 wv[NR];
-    for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_ps(w + j * ldw + k);
+    for (int j = 0; j < NR; ++j) {
+      wv[j] = _mm512_loadu_ps(w + j * ldw + k);
+      // Kept in a register: GCC would otherwise fold the load into each row's FMA, which
+      // makes 28 loads of 24 FMAs, and on a CPU that loads one zmm a cycle the loads bound
+      // the loop (about 0.75 of the FMA rate; bench/RESULTS.md, thirteenth session).
+      asm("" : "+v"(wv[j]));
+    }
     for (int r = 0; r < MR; ++r) {
       const __m512 av = _mm512_loadu_ps(a + r * lda + k);
-      for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_fmadd_ps(av, wv[j], acc[r][j]);
+      for (int j = 0; j < NR; ++j) acc[r * NR + j] = _mm512_fmadd_ps(av, wv[j], acc[r * NR + j]);
     }
   }
   if (k < kc) {  // the last kc % 16 values of k
@@ -67,14 +93,15 @@ GA_TARGET_AVX512F inline void dot_tile(int64_t kc, const float* a, int64_t lda, 
     for (int j = 0; j < NR; ++j) wv[j] = _mm512_maskz_loadu_ps(m, w + j * ldw + k);
     for (int r = 0; r < MR; ++r) {
       const __m512 av = _mm512_maskz_loadu_ps(m, a + r * lda + k);
-      for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_fmadd_ps(av, wv[j], acc[r][j]);
+      for (int j = 0; j < NR; ++j) acc[r * NR + j] = _mm512_fmadd_ps(av, wv[j], acc[r * NR + j]);
     }
   }
+  alignas(64) float sums[kGroups * 16];
+  for (int g = 0; g < kGroups; ++g) _mm512_store_ps(sums + 16 * g, lane_sums16(acc + 16 * g));
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < NR; ++j) {
-      const float sum = _mm512_reduce_add_ps(acc[r][j]);
       float& out = c[r * rs + j * cs];
-      out = accumulate ? out + sum : sum;
+      out = accumulate ? out + sums[r * NR + j] : sums[r * NR + j];
     }
 }
 
@@ -151,6 +178,25 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
                      int64_t N, int64_t K, int threads, const Epilogue& e) {
   const int64_t tiles = (N + kDotNR - 1) / kDotNR, groups = (tiles + kDotGroup - 1) / kDotGroup;
   threads = int(std::max<int64_t>(1, std::min<int64_t>(threads, groups)));
+  // Rows of x a multiple of 4 KiB apart (K = 3072: ViT's c_proj, its patch embedding) all
+  // start in the same L1 sets, where a tile's 4 rows of x and the w tile's 6 rows (which
+  // often alias too) need more lines than the sets have ways: the tile then reloads from L2.
+  // A copy of x with rows 64 bytes further apart costs M x K floats, about a thirtieth of
+  // the product, and gained a tenth on the development machine (bench/RESULTS.md).
+  std::shared_ptr<Storage> spaced;
+  const int64_t spaced_lda = (K + 15) / 16 * 16 + 16;
+  const bool respace = M > 1 && K >= 512 && (lda * int64_t(sizeof(float))) % 4096 == 0;
+  const float* const x = a;
+  const int64_t ldx = lda;
+  if (respace) {  // from here on, a is the copy
+    spaced = HostBlockCache::instance().allocate(size_t(M * spaced_lda) * sizeof(float));
+    a = static_cast<const float*>(spaced->data());
+    lda = spaced_lda;
+  }
+  auto copy_rows = [&](int64_t r0, int64_t r1) {
+    float* dst = static_cast<float*>(spaced->data());
+    for (int64_t r = r0; r < r1; ++r) std::memcpy(dst + r * spaced_lda, x + r * ldx, size_t(K) * sizeof(float));
+  };
   // k chunks of about equal depth, a multiple of 16 (so each w row run starts on a whole
   // vector), at most kDotKC; the last one shorter.
   const int64_t even = (K + (K + kDotKC - 1) / kDotKC - 1) / ((K + kDotKC - 1) / kDotKC);
@@ -203,10 +249,18 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
 #ifdef _OPENMP
   if (threads > 1) {
 #pragma omp parallel num_threads(threads)
-    work();
+    {
+      if (respace) {
+        const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+        copy_rows(M * t / nt, M * (t + 1) / nt);
+#pragma omp barrier
+      }
+      work();
+    }
     return;
   }
 #endif
+  if (respace) copy_rows(0, M);
   work();
 }
 
