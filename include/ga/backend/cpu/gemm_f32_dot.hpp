@@ -181,8 +181,8 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
   // Rows of x a multiple of 4 KiB apart (K = 3072: ViT's c_proj, its patch embedding) all
   // start in the same L1 sets, where a tile's 4 rows of x and the w tile's 6 rows (which
   // often alias too) need more lines than the sets have ways: the tile then reloads from L2.
-  // A copy of x with rows 64 bytes further apart costs M x K floats, about a thirtieth of
-  // the product, and gained a tenth on the development machine (bench/RESULTS.md).
+  // A copy of x with rows 64 bytes further apart costs M x K floats (a few percent of the
+  // product) and gained 8-12% on ViT's shapes (bench/RESULTS.md, thirteenth session).
   std::shared_ptr<Storage> spaced;
   const int64_t spaced_lda = (K + 15) / 16 * 16 + 16;
   const bool respace = M > 1 && K >= 512 && (lda * int64_t(sizeof(float))) % 4096 == 0;
