@@ -137,9 +137,8 @@ GA_CPU_KERNEL void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Wi
     f32_gemm::for_each_product_range(N, 2.0 * double(P) * double(O) * double(CKK), [&](int64_t lo, int64_t hi,
                                                                                         int threads) {
       const Tensor cols = g.pointwise() ? Tensor() : detail::scratch_tensor({CKK, P}, x.dtype());
-      // rows' stride: CKK, or a little more where CKK floats are a multiple of 4 KiB (ViT's
-      // 32 x 32 patches), which dot_gemm would otherwise copy to keep rows out of the same L1 sets.
-      const int64_t ldr = (CKK * int64_t(sizeof(float))) % 4096 == 0 ? CKK + 16 : CKK;
+      // Laid out as dot_gemm wants them, so that it need not copy them (ViT's 32 x 32 patches).
+      const int64_t ldr = f32_gemm::dot_row_stride(CKK);
       const Tensor rows = detail::scratch_tensor({P, ldr}, x.dtype());
       for (int64_t n = lo; n < hi; ++n) {
         const float* image_cols = xp + n * C * H * W;  // a pointwise window's columns: the image

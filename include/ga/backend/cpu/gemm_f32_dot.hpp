@@ -42,6 +42,15 @@ namespace ga::backend::cpu::f32_gemm {
 inline constexpr int64_t kDotMR = 4, kDotNR = 6, kDotKC = 1024, kDotGroup = 8;
 inline constexpr int64_t kDotPrefetchMax = kDotNR * kDotKC / 16;  // cache lines of one w tile
 
+/// Whether rows ld floats apart all start in the same L1 sets: ld floats a multiple of 4 KiB.
+/// A dot tile's 4 rows of x and 6 rows of w then need more lines there than the sets have
+/// ways, and the tile reloads from L2 (K = 3072: ViT's c_proj and patch embedding).
+inline bool rows_share_l1_sets(int64_t ld) { return (ld * int64_t(sizeof(float))) % 4096 == 0; }
+
+/// The row stride to lay out x [M, K] for dot_gemm with: K, or where that would put the rows
+/// in the same L1 sets, K + 16 (rows a cache line further apart each).
+inline int64_t dot_row_stride(int64_t K) { return rows_share_l1_sets(K) ? K + 16 : K; }
+
 /// The lane sums of v[0 .. 16), in order, in one vector: a tree of in-register transposes
 /// and adds, 45 operations where summing each vector on its own takes 16 x 7. Each sum is
 /// ((L0 + L2) + (L1 + L3)) over the vector's 128-bit lanes, a lane being ((e0 + e2) + (e1 + e3)).
@@ -178,14 +187,12 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
                      int64_t N, int64_t K, int threads, const Epilogue& e) {
   const int64_t tiles = (N + kDotNR - 1) / kDotNR, groups = (tiles + kDotGroup - 1) / kDotGroup;
   threads = int(std::max<int64_t>(1, std::min<int64_t>(threads, groups)));
-  // Rows of x a multiple of 4 KiB apart (K = 3072: ViT's c_proj, its patch embedding) all
-  // start in the same L1 sets, where a tile's 4 rows of x and the w tile's 6 rows (which
-  // often alias too) need more lines than the sets have ways: the tile then reloads from L2.
-  // A copy of x with rows 64 bytes further apart costs M x K floats (a few percent of the
-  // product) and gained 8-12% on ViT's shapes (bench/RESULTS.md, thirteenth session).
+  // x's rows in the same L1 sets (rows_share_l1_sets): a copy at dot_row_stride(K) costs M x
+  // K floats (a few percent of the product) and gained 8-12% on ViT's shapes
+  // (bench/RESULTS.md, thirteenth session).
   std::shared_ptr<Storage> spaced;
-  const int64_t spaced_lda = (K + 15) / 16 * 16 + 16;
-  const bool respace = M > 1 && K >= 512 && (lda * int64_t(sizeof(float))) % 4096 == 0;
+  const int64_t spaced_lda = dot_row_stride(K);
+  const bool respace = M > 1 && K >= 512 && rows_share_l1_sets(lda);
   const float* const x = a;
   const int64_t ldx = lda;
   if (respace) {  // from here on, a is the copy
