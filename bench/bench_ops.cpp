@@ -119,7 +119,7 @@ void BM_layer_norm_ga(benchmark::State& st) {
   for (auto _ : st) benchmark::DoNotOptimize(ga::layer_norm(x, {n}, w, b).raw_data());
   st.counters["GB/s"] = benchmark::Counter(2.0 * 4 * rows * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_layer_norm_ga)->Args({64 * 77, 512})->Args({16 * 50, 768})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_layer_norm_ga)->Args({64 * 77, 512})->Args({16 * 50, 768})->Args({50, 768})->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 void BM_attention_ga(benchmark::State& st) {  // [B, heads, L, 64], causal for the text tower
   const int64_t B = st.range(0), H = st.range(1), L = st.range(2), causal = st.range(3);
@@ -129,7 +129,7 @@ void BM_attention_ga(benchmark::State& st) {  // [B, heads, L, 64], causal for t
   for (auto _ : st) benchmark::DoNotOptimize(ga::scaled_dot_product_attention(q, k, v, {}, causal != 0).raw_data());
   set_flops(st, 4.0 * B * H * L * L * 64);
 }
-BENCHMARK(BM_attention_ga)->Args({64, 8, 77, 1})->Args({16, 12, 50, 0})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_attention_ga)->Args({64, 8, 77, 1})->Args({16, 12, 50, 0})->Args({1, 12, 50, 0})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // ---- convolution at ResNet-50 shapes (batch 1) ----
 

@@ -85,7 +85,10 @@ OpCase softmax_case(const char* op, int64_t dim, S shapes, const std::string& wh
 }
 
 S softmax_last_shapes() {
-  return {{I::f({5, 7})}, {I::f({2, 3, 4})}, {I::f({1})}, {I::f({})}, {I::f({0, 3})}, {I::f({3, 0})}, {I::f({4, 1})}};
+  // Rows of 16, 33 and 50 cover the CPU kernel's whole SIMD packets, the overlapping last
+  // packet of a longer row, and a row of exactly one packet (f32 on AVX-512; two for f64).
+  return {{I::f({5, 7})}, {I::f({2, 3, 4})}, {I::f({1})},     {I::f({})},     {I::f({0, 3})},
+          {I::f({3, 0})}, {I::f({4, 1})},    {I::f({2, 16})}, {I::f({3, 33})}, {I::f({2, 50})}};
 }
 
 GA_OP_CASE(softmax_case("softmax", -1, softmax_last_shapes()));
@@ -128,6 +131,7 @@ GA_OP_CASE([] {
               {I::f({2, 3, 4}), I::f({3, 4}), I::f({3, 4})},
               {I::f({2, 3, 4}), I::f({4}), I::f({4})},
               {I::f({5, 1}), I::f({1}), I::f({1})},
+              {I::f({3, 40}), I::f({40}), I::f({40})},
               {I::f({0, 4}), I::f({4}), I::f({4})},
               {I::f({2, 0}), I::f({0}), I::f({0})}};
   c.fn = [](const std::vector<Tensor>& x) { return layer_norm(x[0], x[1].shape(), x[1], x[2]); };
@@ -154,6 +158,15 @@ GA_OP_CASE([] {
   c.shapes = {{I::f({3, 8}, 50, 52), I::f({8})}};
   c.fn = [](const std::vector<Tensor>& x) { return layer_norm(x[0], {8}, x[1]); };
   c.reference = [](const std::vector<Ref>& x) { return ref_layer_norm(x[0], 8, &x[1], nullptr, 1e-5); };
+  return c;
+}());
+GA_OP_CASE([] {
+  OpCase c;
+  c.op = "layer_norm";
+  c.name = "layer_norm with bias only";
+  c.shapes = {{I::f({3, 6}), I::f({6})}, {I::f({2, 40}), I::f({40})}};
+  c.fn = [](const std::vector<Tensor>& x) { return layer_norm(x[0], {x[0].size(-1)}, Tensor(), x[1]); };
+  c.reference = [](const std::vector<Ref>& x) { return ref_layer_norm(x[0], x[0].shape.back(), nullptr, &x[1], 1e-5); };
   return c;
 }());
 GA_OP_CASE([] {
@@ -534,6 +547,36 @@ void check_throws(const char* op, F&& f) {
 }
 
 }  // namespace
+
+TEST_CASE("softmax and attention: a nan anywhere in a row makes the whole row nan (as PyTorch)") {
+  // The kernel reads a row in SIMD packets with an overlapping last one; a nan in any lane,
+  // the first, one in the middle, or the last, must reach every weight of its row, and no
+  // other row.
+  for (int64_t n : {5, 16, 33, 50}) {
+    for (int64_t at : {int64_t(0), n / 2, n - 1}) {
+      for (DType dt : {DType::f32, DType::f64}) {
+        CAPTURE(n);
+        CAPTURE(at);
+        std::vector<double> v(static_cast<size_t>(2 * n));
+        for (size_t j = 0; j < v.size(); ++j) v[j] = std::sin(double(j));
+        v[static_cast<size_t>(n + at)] = NAN;  // row 1
+        const Tensor x = tensor(v, {2, n}).to(dt);
+        for (bool log : {false, true}) {
+          const std::vector<double> y = (log ? log_softmax(x, -1) : softmax(x, -1)).to(DType::f64).to_vector<double>();
+          for (int64_t j = 0; j < n; ++j) {
+            CHECK(!std::isnan(y[static_cast<size_t>(j)]));
+            CHECK(std::isnan(y[static_cast<size_t>(n + j)]));
+          }
+        }
+        // Attention scores q k^T with one nan in k: every query row attends to that key.
+        const Tensor q = ones({1, 3, 4}, dt), k = x.reshape({1, 2 * n, 1}).expand({1, 2 * n, 4}).contiguous();
+        const std::vector<double> o =
+            scaled_dot_product_attention(q, k, ones({1, 2 * n, 2}, dt)).to(DType::f64).to_vector<double>();
+        for (double e : o) CHECK(std::isnan(e));
+      }
+    }
+  }
+}
 
 TEST_CASE("nn ops: bad input throws the right error naming the op") {
   Tensor x = randn({2, 3});
