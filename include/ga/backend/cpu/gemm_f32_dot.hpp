@@ -37,9 +37,9 @@ namespace ga::backend::cpu::f32_gemm {
 // Register tile: kDotMR rows of x by kDotNR rows of w, 24 accumulators, 10 loads per 24 FMAs.
 // A w tile is at most kDotKC deep (24 KiB), so it stays in L1 while every row of x passes
 // over it; a deeper product is cut into k chunks whose sums are added into C in order.
-// Tiles are taken kDotGroup at a time (48 columns), and a group's epilogue is applied once
-// its last k chunk is stored, while it is in cache.
-inline constexpr int64_t kDotMR = 4, kDotNR = 6, kDotKC = 1024, kDotGroup = 8;
+// Tiles are taken kDotGroup at a time (48 columns); a tile applies the epilogue as it stores
+// its last k chunk, through a stage of kDotStageRows rows where there is an activation.
+inline constexpr int64_t kDotMR = 4, kDotNR = 6, kDotKC = 1024, kDotGroup = 8, kDotStageRows = 64;
 inline constexpr int64_t kDotPrefetchMax = kDotNR * kDotKC / 16;  // cache lines of one w tile
 
 /// Whether rows ld floats apart all start in the same L1 sets: ld floats a multiple of 4 KiB.
@@ -51,39 +51,65 @@ inline bool rows_share_l1_sets(int64_t ld) { return (ld * int64_t(sizeof(float))
 /// in the same L1 sets, K + 16 (rows a cache line further apart each).
 inline int64_t dot_row_stride(int64_t K) { return rows_share_l1_sets(K) ? K + 16 : K; }
 
-/// The lane sums of v[0 .. 16), in order, in one vector: a tree of in-register transposes
-/// and adds, 45 operations where summing each vector on its own takes 16 x 7. Each sum is
+/// The lane sums of v[0 .. 16), in order, in one vector, where v[i] for i >= N counts as zero
+/// (so a tile's accumulators need no zero vectors): a tree of in-register transposes and
+/// adds, 45 operations where summing each vector on its own takes 16 x 7. Each sum is
 /// ((L0 + L2) + (L1 + L3)) over the vector's 128-bit lanes, a lane being ((e0 + e2) + (e1 + e3)).
-GA_TARGET_AVX512F inline __m512 lane_sums16(const __m512* v) {
+/// Inlined, with its loops unrolled, so that v stays in registers (an out-of-line call made
+/// GCC spill the tile's accumulators to the stack and zero them with memset).
+template <int N>
+GA_TARGET_AVX512F inline __attribute__((always_inline)) __m512 lane_sums16(const __m512* v) {
+  static_assert(N >= 1 && N <= 16, "lane_sums16 sums 1 to 16 vectors");
+  const __m512 zero = _mm512_setzero_ps();
   __m512 s[8], t[4], u[2];
   // In each 128-bit lane, (x, y) -> [x0 + x2, y0 + y2, x1 + x3, y1 + y3].
-  for (int i = 0; i < 8; ++i)
-    s[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    const __m512 x = 2 * i < N ? v[2 * i] : zero, y = 2 * i + 1 < N ? v[2 * i + 1] : zero;
+    s[i] = _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
+  }
   // In each 128-bit lane, the lane's sums of v[4i .. 4i + 3].
+#pragma GCC unroll 4
   for (int i = 0; i < 4; ++i)
     t[i] = _mm512_add_ps(_mm512_shuffle_ps(s[2 * i], s[2 * i + 1], 0x44), _mm512_shuffle_ps(s[2 * i], s[2 * i + 1], 0xee));
   // 128-bit lanes: t[2i] over lanes 0 + 2 and 1 + 3, then t[2i + 1] over the same.
+#pragma GCC unroll 2
   for (int i = 0; i < 2; ++i)
     u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x44),
                          _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0xee));
   return _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xdd));
 }
 
-/// C(r, j) = (accumulate ? C(r, j) : 0) + sum_k a[r, k] w[j, k] for r < MR, j < NR, over kc
-/// values of k (rows lda and ldw floats apart, each contiguous along k), where C(r, j) is
-/// c[r * rs + j * cs]. While it runs it prefetches the cache lines pf[0 .. npf) into L2, one
-/// per 16 values of k (npf <= that).
+/// What a tile adds to its results as it stores its last k chunk, in this order (the order
+/// of the unfused ops, so that the bits are theirs): a bias per row, a bias per column, and
+/// the residual, laid out as C. Each pointer is at the tile's first row / column / result,
+/// or null.
+struct DotTileAdds {
+  const float* row_bias;
+  const float* col_bias;
+  const float* residual;
+};
+
+/// C(r, j) = (accumulate ? C(r, j) : 0) + sum_k a[r, k] w[j, k] (+ adds, where given) for
+/// r < MR, j < NR, over kc values of k (rows lda and ldw floats apart, each contiguous along
+/// k), where C(r, j) is c[r * rs + j * cs]. With `staged`, the results go to
+/// staged[r * kDotNR + j] instead (C is still read when accumulating). While it runs it
+/// prefetches the cache lines pf[0 .. npf) into L2, one per 16 values of k (npf <= that).
 template <int MR, int NR>
 GA_TARGET_AVX512F inline void dot_tile(int64_t kc, const float* a, int64_t lda, const float* w, int64_t ldw,
-                                       float* c, int64_t rs, int64_t cs, bool accumulate, const char* const* pf,
-                                       int64_t npf) {
+                                       float* c, int64_t rs, int64_t cs, bool accumulate, const DotTileAdds* adds,
+                                       float* staged, const char* const* pf, int64_t npf) {
   constexpr int kAcc = MR * NR, kGroups = (kAcc + 15) / 16;
-  __m512 acc[kGroups * 16];  // acc[r * NR + j]; the rest stay zero for lane_sums16
-  for (int i = 0; i < kGroups * 16; ++i) acc[i] = _mm512_setzero_ps();
+  static_assert(kGroups <= 2, "dot_tile's sums are written for at most 32 accumulators");
+  // acc[r * NR + j]. The loops over it are unrolled so that it lives in registers.
+  __m512 acc[kAcc];
+#pragma GCC unroll 32
+  for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_setzero_ps();
   int64_t k = 0;
   for (int64_t s = 0; k + 16 <= kc; k += 16, ++s) {
     if (s < npf) _mm_prefetch(pf[s], _MM_HINT_T1);
     __m512 wv[NR];
+#pragma GCC unroll 32
     for (int j = 0; j < NR; ++j) {
       wv[j] = _mm512_loadu_ps(w + j * ldw + k);
       // Kept in a register: GCC would otherwise fold the load into each row's FMA, which
@@ -91,31 +117,43 @@ GA_TARGET_AVX512F inline void dot_tile(int64_t kc, const float* a, int64_t lda, 
       // the loop (about 0.75 of the FMA rate; bench/RESULTS.md, thirteenth session).
       asm("" : "+v"(wv[j]));
     }
+#pragma GCC unroll 32
     for (int r = 0; r < MR; ++r) {
       const __m512 av = _mm512_loadu_ps(a + r * lda + k);
+#pragma GCC unroll 32
       for (int j = 0; j < NR; ++j) acc[r * NR + j] = _mm512_fmadd_ps(av, wv[j], acc[r * NR + j]);
     }
   }
   if (k < kc) {  // the last kc % 16 values of k
     const __mmask16 m = avx512::first_lanes(kc - k);
     __m512 wv[NR];
+#pragma GCC unroll 32
     for (int j = 0; j < NR; ++j) wv[j] = _mm512_maskz_loadu_ps(m, w + j * ldw + k);
+#pragma GCC unroll 32
     for (int r = 0; r < MR; ++r) {
       const __m512 av = _mm512_maskz_loadu_ps(m, a + r * lda + k);
+#pragma GCC unroll 32
       for (int j = 0; j < NR; ++j) acc[r * NR + j] = _mm512_fmadd_ps(av, wv[j], acc[r * NR + j]);
     }
   }
   alignas(64) float sums[kGroups * 16];
-  for (int g = 0; g < kGroups; ++g) _mm512_store_ps(sums + 16 * g, lane_sums16(acc + 16 * g));
+  _mm512_store_ps(sums, lane_sums16<(kAcc < 16 ? kAcc : 16)>(acc));
+  if constexpr (kAcc > 16) _mm512_store_ps(sums + 16, lane_sums16<kAcc - 16>(acc + 16));
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < NR; ++j) {
-      float& out = c[r * rs + j * cs];
-      out = accumulate ? out + sums[r * NR + j] : sums[r * NR + j];
+      float* out = c + r * rs + j * cs;
+      float v = accumulate ? *out + sums[r * NR + j] : sums[r * NR + j];
+      if (adds) {
+        if (adds->row_bias) v += adds->row_bias[r];
+        if (adds->col_bias) v += adds->col_bias[j];
+        if (adds->residual) v += adds->residual[r * rs + j * cs];
+      }
+      *(staged ? staged + r * kDotNR + j : out) = v;
     }
 }
 
 using DotTile = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, bool,
-                         const char* const*, int64_t);
+                         const DotTileAdds*, float*, const char* const*, int64_t);
 
 /// The tile for rows x cols (1 <= rows <= kDotMR, 1 <= cols <= kDotNR).
 inline DotTile dot_tile_for(int64_t rows, int64_t cols) {
@@ -143,46 +181,11 @@ struct DotLayout {
   int64_t rs, cs;
 };
 
-/// One contiguous run of n results v[0, n) of an epilogue: plus the biases and the residual
-/// run, then activated. `along` holds a bias per value (null: none), `across` points to the
-/// run's one bias (null: none), added first when across_first.
-GA_TARGET_AVX512F inline void dot_epilogue_run(float* v, const float* residual, int64_t n, const float* along,
-                                               const float* across, bool across_first, Activation activation) {
-  if (along || across || residual)
-    for (int64_t i = 0; i < n; i += 16) {
-      const __mmask16 m = avx512::first_lanes(n - i);
-      __m512 x = _mm512_maskz_loadu_ps(m, v + i);
-      if (across && across_first) x = _mm512_add_ps(x, _mm512_set1_ps(*across));
-      if (along) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, along + i));
-      if (across && !across_first) x = _mm512_add_ps(x, _mm512_set1_ps(*across));
-      if (residual) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, residual + i));
-      _mm512_mask_storeu_ps(v + i, m, x);
-    }
-  detail::activate_row<float>(activation, v, n);
-}
-
-/// Applies e to C rows [0, M) x columns [c0, c1), whose products are complete: the same f32
-/// operations, in the same order (row bias, column bias, residual, activation), as the
-/// packed kernel's fused epilogue, along C's contiguous runs (rows, or columns when C is
-/// transposed).
-inline void apply_dot_epilogue(const Epilogue& e, const DotLayout& C, int64_t M, int64_t c0, int64_t c1) {
-  if (e.empty()) return;
-  if (C.cs == 1) {  // rows: the column bias varies along a run
-    for (int64_t r = 0; r < M; ++r)
-      dot_epilogue_run(C.p + r * C.rs + c0, e.residual ? e.residual + r * C.rs + c0 : nullptr, c1 - c0,
-                       e.col_bias ? e.col_bias + c0 : nullptr, e.row_bias ? e.row_bias + r : nullptr, true,
-                       e.activation);
-  } else {  // columns: the row bias varies along a run
-    for (int64_t j = c0; j < c1; ++j)
-      dot_epilogue_run(C.p + j * C.cs, e.residual ? e.residual + j * C.cs : nullptr, M, e.row_bias,
-                       e.col_bias ? e.col_bias + j : nullptr, false, e.activation);
-  }
-}
-
 /// C [M, N] (laid out as `C` says) = epilogue(A [M, K] @ W [N, K]^T) on `threads` threads,
 /// where A(r, k) = a[r * lda + k] and W(j, k) = w[j * ldw + k]: both contiguous along k.
 /// K >= 1. The threads share W's rows (each streams its own part of the weight); a result's
-/// value does not depend on the thread count.
+/// value does not depend on the thread count. The epilogue is the same f32 operations, in
+/// the same order (row bias, column bias, residual, activation), as the unfused ops.
 inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, const DotLayout& C, int64_t M,
                      int64_t N, int64_t K, int threads, const Epilogue& e) {
   const int64_t tiles = (N + kDotNR - 1) / kDotNR, groups = (tiles + kDotGroup - 1) / kDotGroup;
@@ -208,13 +211,18 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
   // vector), at most kDotKC; the last one shorter.
   const int64_t even = (K + (K + kDotKC - 1) / kDotKC - 1) / ((K + kDotKC - 1) / kDotKC);
   const int64_t chunk = (even + 15) / 16 * 16, chunks = (K + chunk - 1) / chunk;
+  const int64_t row_tiles = (M + kDotMR - 1) / kDotMR;
+  const bool adds = e.row_bias || e.col_bias || e.residual, staging = e.activation != Activation::None;
   // The threads take groups of kDotGroup tiles from a shared counter, so that a thread slowed
   // by the memory system does not hold the others at the end. In a group, each k chunk runs
-  // over all its tiles (a chunk of x is reused by the group's tiles), and the group's epilogue
-  // follows its last chunk. Which thread computes a group does not change its arithmetic.
+  // over all its tiles (a chunk of x is reused by the group's tiles). Which thread computes a
+  // group does not change its arithmetic.
   std::atomic<int64_t> next_group{0};
   auto work = [&]() {
     std::array<const char*, kDotPrefetchMax> pf;
+    // A tile's results before the activation, kDotStageRows rows at a time: activated in
+    // one run there (its length a whole number of vectors), then stored into C.
+    alignas(64) float stage[kDotStageRows * kDotNR] = {};
     // The cache lines of tile t's k chunk q.
     auto tile_lines = [&](int64_t t, int64_t q) {
       int64_t n = 0;
@@ -225,32 +233,54 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
       }
       return n;
     };
-    for (int64_t group = next_group.fetch_add(1); group < groups; group = next_group.fetch_add(1)) {
+    int64_t group = next_group.fetch_add(1);
+    while (group < groups) {
       const int64_t g0 = group * kDotGroup, g1 = std::min(tiles, g0 + kDotGroup);
+      int64_t following = groups;  // the group this thread takes next
       for (int64_t q = 0; q < chunks; ++q) {
         const int64_t k0 = q * chunk, kc = std::min(chunk, K - k0);
+        const bool last = q + 1 == chunks;
         for (int64_t t = g0; t < g1; ++t) {
           // What comes next in this order: the next tile, else the group's first at the next
-          // chunk, else the first of the group after this one (the next a thread will take).
+          // chunk, else the first of the group this thread takes next, claimed now so that
+          // its first weights can be prefetched under this tile.
           int64_t nt = t + 1, nq = q;
           if (nt == g1) {
-            nt = q + 1 < chunks ? g0 : g1;
-            nq = q + 1 < chunks ? q + 1 : 0;
+            if (!last) {
+              nt = g0;
+              nq = q + 1;
+            } else {
+              following = next_group.fetch_add(1);
+              nt = std::min(tiles, following * kDotGroup);
+              nq = 0;
+            }
           }
           const int64_t lines = nt < tiles ? tile_lines(nt, nq) : 0;
           const int64_t n0 = t * kDotNR, cols = std::min(kDotNR, N - n0);
           // The prefetches spread over the row tiles, one per k step at most.
-          const int64_t row_tiles = (M + kDotMR - 1) / kDotMR;
           const int64_t per_tile = std::min(kc / 16, (lines + row_tiles - 1) / row_tiles);
-          for (int64_t m = 0, i = 0; m < M; m += kDotMR, ++i) {
-            const int64_t rows = std::min(kDotMR, M - m);
-            const int64_t p0 = std::min(lines, i * per_tile), p1 = std::min(lines, p0 + per_tile);
-            dot_tile_for(rows, cols)(kc, a + m * lda + k0, lda, w + n0 * ldw + k0, ldw, C.p + m * C.rs + n0 * C.cs,
-                                     C.rs, C.cs, q > 0, pf.data() + p0, p1 - p0);
+          for (int64_t s0 = 0; s0 < M; s0 += kDotStageRows) {
+            const int64_t s1 = std::min(M, s0 + kDotStageRows);
+            const bool staged = last && staging;
+            for (int64_t m = s0; m < s1; m += kDotMR) {
+              const int64_t rows = std::min(kDotMR, s1 - m), i = m / kDotMR;
+              const int64_t p0 = std::min(lines, i * per_tile), p1 = std::min(lines, p0 + per_tile);
+              const DotTileAdds tile_adds{e.row_bias ? e.row_bias + m : nullptr, e.col_bias ? e.col_bias + n0 : nullptr,
+                                          e.residual ? e.residual + m * C.rs + n0 * C.cs : nullptr};
+              dot_tile_for(rows, cols)(kc, a + m * lda + k0, lda, w + n0 * ldw + k0, ldw,
+                                       C.p + m * C.rs + n0 * C.cs, C.rs, C.cs, q > 0,
+                                       last && adds ? &tile_adds : nullptr,
+                                       staged ? stage + (m - s0) * kDotNR : nullptr, pf.data() + p0, p1 - p0);
+            }
+            if (staged) {
+              detail::activate_row<float>(e.activation, stage, ((s1 - s0) * kDotNR + 15) / 16 * 16);
+              for (int64_t r = s0; r < s1; ++r)
+                for (int64_t j = 0; j < cols; ++j) C.p[r * C.rs + (n0 + j) * C.cs] = stage[(r - s0) * kDotNR + j];
+            }
           }
         }
       }
-      apply_dot_epilogue(e, C, M, g0 * kDotNR, std::min(N, g1 * kDotNR));
+      group = following;
     }
   };
 #ifdef _OPENMP
