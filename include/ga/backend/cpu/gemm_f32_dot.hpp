@@ -37,9 +37,10 @@ namespace ga::backend::cpu::f32_gemm {
 // Register tile: kDotMR rows of x by kDotNR rows of w, 24 accumulators, 10 loads per 24 FMAs.
 // A w tile is at most kDotKC deep (24 KiB), so it stays in L1 while every row of x passes
 // over it; a deeper product is cut into k chunks whose sums are added into C in order.
-// Tiles are taken kDotGroup at a time (48 columns); a tile applies the epilogue as it stores
-// its last k chunk, through a stage of kDotStageRows rows where there is an activation.
-inline constexpr int64_t kDotMR = 4, kDotNR = 6, kDotKC = 1024, kDotGroup = 8, kDotStageRows = 64;
+// Tiles are taken kDotGroup at a time (48 columns); a tile adds the epilogue's biases and
+// residual as it stores its last k chunk, and the activation follows the group's last tile,
+// while its results are in cache.
+inline constexpr int64_t kDotMR = 4, kDotNR = 6, kDotKC = 1024, kDotGroup = 8;
 inline constexpr int64_t kDotPrefetchMax = kDotNR * kDotKC / 16;  // cache lines of one w tile
 
 /// Whether rows ld floats apart all start in the same L1 sets: ld floats a multiple of 4 KiB.
@@ -92,13 +93,11 @@ struct DotTileAdds {
 
 /// C(r, j) = (accumulate ? C(r, j) : 0) + sum_k a[r, k] w[j, k] (+ adds, where given) for
 /// r < MR, j < NR, over kc values of k (rows lda and ldw floats apart, each contiguous along
-/// k), where C(r, j) is c[r * rs + j * cs]. With `staged`, the results go to
-/// staged[r * kDotNR + j] instead (C is still read when accumulating). While it runs it
-/// prefetches the cache lines pf[0 .. npf) into L2, one per 16 values of k (npf <= that).
+/// k), where C(r, j) is c[r * rs + j * cs]. While it runs it prefetches the cache lines pf[0 .. npf) into L2, one per 16 values of k (npf <= that).
 template <int MR, int NR>
 GA_TARGET_AVX512F inline void dot_tile(int64_t kc, const float* a, int64_t lda, const float* w, int64_t ldw,
                                        float* c, int64_t rs, int64_t cs, bool accumulate, const DotTileAdds* adds,
-                                       float* staged, const char* const* pf, int64_t npf) {
+                                       const char* const* pf, int64_t npf) {
   constexpr int kAcc = MR * NR, kGroups = (kAcc + 15) / 16;
   static_assert(kGroups <= 2, "dot_tile's sums are written for at most 32 accumulators");
   // acc[r * NR + j]. The loops over it are unrolled so that it lives in registers.
@@ -136,9 +135,30 @@ GA_TARGET_AVX512F inline void dot_tile(int64_t kc, const float* a, int64_t lda, 
       for (int j = 0; j < NR; ++j) acc[r * NR + j] = _mm512_fmadd_ps(av, wv[j], acc[r * NR + j]);
     }
   }
+  const __m512 lo = lane_sums16<(kAcc < 16 ? kAcc : 16)>(acc);
+  const __m512 hi = kAcc > 16 ? lane_sums16<(kAcc > 16 ? kAcc - 16 : 1)>(acc + 16) : _mm512_setzero_ps();
+  if (cs == 1) {  // C's rows contiguous: a row of the tile at a time, in the first NR lanes
+    const __mmask16 cols = __mmask16((1u << NR) - 1);
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) {
+      // Lane i takes result r * NR + i of the 32 in (lo, hi).
+      const __m512i at = _mm512_add_epi32(_mm512_set1_epi32(r * NR),
+                                          _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0));
+      __m512 v = _mm512_permutex2var_ps(lo, at, hi);
+      float* out = c + r * rs;
+      if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(cols, out), v);
+      if (adds) {
+        if (adds->row_bias) v = _mm512_add_ps(v, _mm512_set1_ps(adds->row_bias[r]));
+        if (adds->col_bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(cols, adds->col_bias));
+        if (adds->residual) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(cols, adds->residual + r * rs));
+      }
+      _mm512_mask_storeu_ps(out, cols, v);
+    }
+    return;
+  }
   alignas(64) float sums[kGroups * 16];
-  _mm512_store_ps(sums, lane_sums16<(kAcc < 16 ? kAcc : 16)>(acc));
-  if constexpr (kAcc > 16) _mm512_store_ps(sums + 16, lane_sums16<kAcc - 16>(acc + 16));
+  _mm512_store_ps(sums, lo);
+  if constexpr (kAcc > 16) _mm512_store_ps(sums + 16, hi);
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < NR; ++j) {
       float* out = c + r * rs + j * cs;
@@ -148,12 +168,12 @@ GA_TARGET_AVX512F inline void dot_tile(int64_t kc, const float* a, int64_t lda, 
         if (adds->col_bias) v += adds->col_bias[j];
         if (adds->residual) v += adds->residual[r * rs + j * cs];
       }
-      *(staged ? staged + r * kDotNR + j : out) = v;
+      *out = v;
     }
 }
 
 using DotTile = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, bool,
-                         const DotTileAdds*, float*, const char* const*, int64_t);
+                         const DotTileAdds*, const char* const*, int64_t);
 
 /// The tile for rows x cols (1 <= rows <= kDotMR, 1 <= cols <= kDotNR).
 inline DotTile dot_tile_for(int64_t rows, int64_t cols) {
@@ -212,7 +232,7 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
   const int64_t even = (K + (K + kDotKC - 1) / kDotKC - 1) / ((K + kDotKC - 1) / kDotKC);
   const int64_t chunk = (even + 15) / 16 * 16, chunks = (K + chunk - 1) / chunk;
   const int64_t row_tiles = (M + kDotMR - 1) / kDotMR;
-  const bool adds = e.row_bias || e.col_bias || e.residual, staging = e.activation != Activation::None;
+  const bool adds = e.row_bias || e.col_bias || e.residual;
   // The threads take groups of kDotGroup tiles from a shared counter, so that a thread slowed
   // by the memory system does not hold the others at the end. In a group, each k chunk runs
   // over all its tiles (a chunk of x is reused by the group's tiles). Which thread computes a
@@ -220,9 +240,6 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
   std::atomic<int64_t> next_group{0};
   auto work = [&]() {
     std::array<const char*, kDotPrefetchMax> pf;
-    // A tile's results before the activation, kDotStageRows rows at a time: activated in
-    // one run there (its length a whole number of vectors), then stored into C.
-    alignas(64) float stage[kDotStageRows * kDotNR] = {};
     // The cache lines of tile t's k chunk q.
     auto tile_lines = [&](int64_t t, int64_t q) {
       int64_t n = 0;
@@ -259,26 +276,23 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
           const int64_t n0 = t * kDotNR, cols = std::min(kDotNR, N - n0);
           // The prefetches spread over the row tiles, one per k step at most.
           const int64_t per_tile = std::min(kc / 16, (lines + row_tiles - 1) / row_tiles);
-          for (int64_t s0 = 0; s0 < M; s0 += kDotStageRows) {
-            const int64_t s1 = std::min(M, s0 + kDotStageRows);
-            const bool staged = last && staging;
-            for (int64_t m = s0; m < s1; m += kDotMR) {
-              const int64_t rows = std::min(kDotMR, s1 - m), i = m / kDotMR;
-              const int64_t p0 = std::min(lines, i * per_tile), p1 = std::min(lines, p0 + per_tile);
-              const DotTileAdds tile_adds{e.row_bias ? e.row_bias + m : nullptr, e.col_bias ? e.col_bias + n0 : nullptr,
-                                          e.residual ? e.residual + m * C.rs + n0 * C.cs : nullptr};
-              dot_tile_for(rows, cols)(kc, a + m * lda + k0, lda, w + n0 * ldw + k0, ldw,
-                                       C.p + m * C.rs + n0 * C.cs, C.rs, C.cs, q > 0,
-                                       last && adds ? &tile_adds : nullptr,
-                                       staged ? stage + (m - s0) * kDotNR : nullptr, pf.data() + p0, p1 - p0);
-            }
-            if (staged) {
-              detail::activate_row<float>(e.activation, stage, ((s1 - s0) * kDotNR + 15) / 16 * 16);
-              for (int64_t r = s0; r < s1; ++r)
-                for (int64_t j = 0; j < cols; ++j) C.p[r * C.rs + (n0 + j) * C.cs] = stage[(r - s0) * kDotNR + j];
-            }
+          for (int64_t m = 0, i = 0; m < M; m += kDotMR, ++i) {
+            const int64_t rows = std::min(kDotMR, M - m);
+            const int64_t p0 = std::min(lines, i * per_tile), p1 = std::min(lines, p0 + per_tile);
+            const DotTileAdds tile_adds{e.row_bias ? e.row_bias + m : nullptr, e.col_bias ? e.col_bias + n0 : nullptr,
+                                        e.residual ? e.residual + m * C.rs + n0 * C.cs : nullptr};
+            dot_tile_for(rows, cols)(kc, a + m * lda + k0, lda, w + n0 * ldw + k0, ldw, C.p + m * C.rs + n0 * C.cs,
+                                     C.rs, C.cs, q > 0, last && adds ? &tile_adds : nullptr, pf.data() + p0,
+                                     p1 - p0);
           }
         }
+      }
+      if (e.activation != Activation::None) {  // over C's contiguous runs in the group
+        const int64_t c0 = g0 * kDotNR, c1 = std::min(N, g1 * kDotNR);
+        if (C.cs == 1)
+          for (int64_t r = 0; r < M; ++r) detail::activate_row<float>(e.activation, C.p + r * C.rs + c0, c1 - c0);
+        else
+          for (int64_t j = c0; j < c1; ++j) detail::activate_row<float>(e.activation, C.p + j * C.cs, M);
       }
       group = following;
     }
