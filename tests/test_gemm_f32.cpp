@@ -194,7 +194,8 @@ TEST_CASE("gemm f32: the dot-product form's tiles, k chunks and threads") {
                                                                {3, 16, 6},
                                                                {4, 17, 1},
                                                                {9, 4608, 12},
-                                                               {2, 1040, 200}}) {
+                                                               {2, 1040, 200},
+                                                               {1, 768, 200}}) {  // a vector-matrix product on 2 threads
       const Tensor x = ga::randn({M, K + 5}, g).narrow(1, 2, K);
       const Tensor w = ga::randn({N, K + 3}, g).narrow(1, 1, K);
       check_product(x, w.t(), ga::matmul(x, w.t()), shape_name((tag + " narrowed").c_str(), M, K, N));
@@ -216,18 +217,22 @@ TEST_CASE("gemm f32: the dot-product form's tiles, k chunks and threads") {
       check_product(xn, wn.t(), ga::matmul(xn, wn.t()), shape_name((tag + ", narrowed").c_str(), M, 1000, 30));
     }
   }
-  // The thread count does not change a value: each is one chunked dot product.
-  const Tensor x = ga::randn({50, 3000}, g), w = ga::randn({130, 3000}, g);
-  Tensor one, two;
-  {
-    PathScope s(F32Kernel::Avx512Dot, 1);
-    one = ga::linear(x, w);
+  // The thread count does not change a value: each is one chunked dot product. One row: a
+  // vector-matrix product, threaded by its weight's size rather than its flops.
+  for (int64_t M : {50, 1}) {
+    const Tensor x = ga::randn({M, 3000}, g), w = ga::randn({130, 3000}, g);
+    Tensor one, two;
+    {
+      PathScope s(F32Kernel::Avx512Dot, 1);
+      one = ga::linear(x, w);
+    }
+    {
+      PathScope s(F32Kernel::Avx512Dot, 2);
+      two = ga::linear(x, w);
+    }
+    INFO("M = " << M);
+    CHECK(ga::max(ga::abs(one - two)).item<float>() == 0.0f);
   }
-  {
-    PathScope s(F32Kernel::Avx512Dot, 2);
-    two = ga::linear(x, w);
-  }
-  CHECK(ga::max(ga::abs(one - two)).item<float>() == 0.0f);
 }
 
 TEST_CASE("gemm f32: strided operands (row strides past the row, column steps, zero strides)") {
