@@ -80,6 +80,14 @@ CACHE="$BUILD/clip_bench_cache"
 mkdir -p "$OUT" "$CACHE"
 export GA_CLIP_BENCH_CACHE="$CACHE" GA_CLIP_BENCH_MODELS="$MODELS" GA_BENCH_THREADS="$THREADS"
 export OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS"
+# Debian's OpenBLAS 0.3.21 does not know every AVX-512 CPU (an Intel Xeon of family 6 model
+# 207, for one) and runs its generic SSE3 ("Prescott") kernels there, several times slower:
+# the PyTorch peer and the OpenBLAS ceiling would be a strawman. Such a CPU gets OpenBLAS's
+# SkylakeX (AVX-512) kernels, unless OPENBLAS_CORETYPE is set already; the report says which.
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo &&
+  OPENBLAS_VERBOSE=2 "$PY" -c 'import ctypes; ctypes.CDLL("libopenblas.so.0")' 2>&1 | grep -q 'Core: Prescott'; then
+  export OPENBLAS_CORETYPE=SkylakeX
+fi
 : > "$OUT/load.jsonl"
 
 # ---- CPU used by other processes during a phase: all busy time minus our children's ----
@@ -130,6 +138,7 @@ phase() {  # phase NAME COMMAND... : runs it, appends a line to load.jsonl
   for alt in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
     echo "alternative $alt: $(update-alternatives --query "$alt-x86_64-linux-gnu" 2>/dev/null | sed -n 's/^Value: //p')"
   done
+  echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE:-not set, OpenBLAS chooses}"
   echo "loadavg at start: $(cat /proc/loadavg)"
 } > "$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
