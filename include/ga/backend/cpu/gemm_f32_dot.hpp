@@ -93,7 +93,8 @@ struct DotTileAdds {
 
 /// C(r, j) = (accumulate ? C(r, j) : 0) + sum_k a[r, k] w[j, k] (+ adds, where given) for
 /// r < MR, j < NR, over kc values of k (rows lda and ldw floats apart, each contiguous along
-/// k), where C(r, j) is c[r * rs + j * cs]. While it runs it prefetches the cache lines pf[0 .. npf) into L2, one per 16 values of k (npf <= that).
+/// k), where C(r, j) is c[r * rs + j * cs]. While it runs it prefetches the cache lines
+/// pf[0 .. npf) into L2, one per 16 values of k (npf <= that).
 template <int MR, int NR>
 GA_TARGET_AVX512F inline void dot_tile(int64_t kc, const float* a, int64_t lda, const float* w, int64_t ldw,
                                        float* c, int64_t rs, int64_t cs, bool accumulate, const DotTileAdds* adds,
@@ -136,7 +137,8 @@ GA_TARGET_AVX512F inline void dot_tile(int64_t kc, const float* a, int64_t lda, 
     }
   }
   const __m512 lo = lane_sums16<(kAcc < 16 ? kAcc : 16)>(acc);
-  const __m512 hi = kAcc > 16 ? lane_sums16<(kAcc > 16 ? kAcc - 16 : 1)>(acc + 16) : _mm512_setzero_ps();
+  __m512 hi = _mm512_setzero_ps();
+  if constexpr (kAcc > 16) hi = lane_sums16<kAcc - 16>(acc + 16);
   if (cs == 1) {  // C's rows contiguous: a row of the tile at a time, in the first NR lanes
     const __mmask16 cols = __mmask16((1u << NR) - 1);
 #pragma GCC unroll 4
