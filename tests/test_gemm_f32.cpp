@@ -195,7 +195,8 @@ TEST_CASE("gemm f32: the dot-product form's tiles, k chunks and threads") {
                                                                {4, 17, 1},
                                                                {9, 4608, 12},
                                                                {2, 1040, 200},
-                                                               {1, 768, 200}}) {  // a vector-matrix product on 2 threads
+                                                               {1, 768, 200},  // a vector-matrix product on 2 threads
+                                                               {3, 40, 1000}}) {  // groups of 8 tiles, then shorter runs
       const Tensor x = ga::randn({M, K + 5}, g).narrow(1, 2, K);
       const Tensor w = ga::randn({N, K + 3}, g).narrow(1, 1, K);
       check_product(x, w.t(), ga::matmul(x, w.t()), shape_name((tag + " narrowed").c_str(), M, K, N));
@@ -394,7 +395,8 @@ TEST_CASE("gemm f32: the fused epilogue (bias per row or column, residual, activ
       for (auto [Bt, M, K, N] : std::vector<std::array<int64_t, 4>>{
                {1, 13, 5, 33}, {1, 37, 400, 15}, {3, 25, 70, 700}, {2, 1, 9, 65}, {1, 12, 385, 32},
                {1, 5, 1100, 50},    // the dot form: two k chunks, the epilogue after the last
-               {1, 70, 300, 20}}) {  // the dot form's activation stage (64 rows) in two parts
+               {1, 70, 300, 20},     // the dot form: 18 row tiles, the last of 2 rows
+               {1, 9, 40, 1000}}) {  // the dot form: whole tile groups, then runs down to one tile
         const Tensor w = ga::randn({M, K}, g);
         const Tensor a3 = w.unsqueeze(0).expand({Bt, M, K});
         const Tensor b3 = ga::randn({Bt, N, K}, g).transpose(1, 2);

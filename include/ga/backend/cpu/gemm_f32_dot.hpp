@@ -17,9 +17,12 @@
 #include "gemm_f32.hpp"
 
 #if GA_EMIT_CPU_KERNELS && GA_X86_F32_KERNELS
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstring>
+#include <tuple>
+#include <utility>
 
 #include "epilogue.hpp"
 #include "host_cache.hpp"
@@ -235,11 +238,22 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
   const int64_t chunk = (even + 15) / 16 * 16, chunks = (K + chunk - 1) / chunk;
   const int64_t row_tiles = (M + kDotMR - 1) / kDotMR;
   const bool adds = e.row_bias || e.col_bias || e.residual;
-  // The threads take groups of kDotGroup tiles from a shared counter, so that a thread slowed
-  // by the memory system does not hold the others at the end. In a group, each k chunk runs
-  // over all its tiles (a chunk of x is reused by the group's tiles). Which thread computes a
-  // group does not change its arithmetic.
-  std::atomic<int64_t> next_group{0};
+  // The threads take runs of tiles from a shared counter, so that a thread slowed by the
+  // memory system does not hold the others at the end: kDotGroup tiles (a group) at a time,
+  // and toward the end a share of what is left, down to one tile, so that they finish
+  // together (with 16 groups, as at N = 768, the last whole group kept one thread waiting
+  // 5-9% of the product). In a group, each k chunk runs over all its tiles (a chunk of x is
+  // reused by the group's tiles). Which thread computes a tile, and in which group, does
+  // not change its arithmetic.
+  std::atomic<int64_t> next_tile{0};
+  auto claim = [&]() -> std::pair<int64_t, int64_t> {
+    int64_t t0 = next_tile.load(std::memory_order_relaxed), take = 0;
+    do {
+      if (t0 >= tiles) return {tiles, tiles};
+      take = std::clamp<int64_t>((tiles - t0) / (2 * threads), 1, kDotGroup);
+    } while (!next_tile.compare_exchange_weak(t0, t0 + take, std::memory_order_relaxed));
+    return {t0, t0 + take};
+  };
   auto work = [&]() {
     std::array<const char*, kDotPrefetchMax> pf;
     // The cache lines of tile t's k chunk q.
@@ -252,25 +266,25 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
       }
       return n;
     };
-    int64_t group = next_group.fetch_add(1);
-    while (group < groups) {
-      const int64_t g0 = group * kDotGroup, g1 = std::min(tiles, g0 + kDotGroup);
-      int64_t following = groups;  // the group this thread takes next
+    int64_t g0 = 0, g1 = 0;
+    std::tie(g0, g1) = claim();
+    while (g0 < tiles) {
+      std::pair<int64_t, int64_t> following{tiles, tiles};  // the run this thread takes next
       for (int64_t q = 0; q < chunks; ++q) {
         const int64_t k0 = q * chunk, kc = std::min(chunk, K - k0);
         const bool last = q + 1 == chunks;
         for (int64_t t = g0; t < g1; ++t) {
           // What comes next in this order: the next tile, else the group's first at the next
-          // chunk, else the first of the group this thread takes next, claimed now so that
-          // its first weights can be prefetched under this tile.
+          // chunk, else the first of the run this thread takes next, claimed now so that its
+          // first weights can be prefetched under this tile.
           int64_t nt = t + 1, nq = q;
           if (nt == g1) {
             if (!last) {
               nt = g0;
               nq = q + 1;
             } else {
-              following = next_group.fetch_add(1);
-              nt = std::min(tiles, following * kDotGroup);
+              following = claim();
+              nt = following.first;
               nq = 0;
             }
           }
@@ -296,7 +310,7 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
         else
           for (int64_t j = c0; j < c1; ++j) detail::activate_row<float>(e.activation, C.p + j * C.cs, M);
       }
-      group = following;
+      std::tie(g0, g1) = following;
     }
   };
 #ifdef _OPENMP
