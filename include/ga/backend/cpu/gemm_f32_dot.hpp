@@ -40,9 +40,9 @@ namespace ga::backend::cpu::f32_gemm {
 // Register tile: kDotMR rows of x by kDotNR rows of w, 24 accumulators, 10 loads per 24 FMAs.
 // A w tile is at most kDotKC deep (24 KiB), so it stays in L1 while every row of x passes
 // over it; a deeper product is cut into k chunks whose sums are added into C in order.
-// Tiles are taken kDotGroup at a time (48 columns); a tile adds the epilogue's biases and
-// residual as it stores its last k chunk, and the activation follows the group's last tile,
-// while its results are in cache.
+// Tiles are taken in groups of up to kDotGroup (48 columns); a tile adds the epilogue's
+// biases and residual as it stores its last k chunk, and the activation follows the group's
+// last tile, while its results are in cache.
 inline constexpr int64_t kDotMR = 4, kDotNR = 6, kDotKC = 1024, kDotGroup = 8;
 inline constexpr int64_t kDotPrefetchMax = kDotNR * kDotKC / 16;  // cache lines of one w tile
 
