@@ -578,6 +578,77 @@ TEST_CASE("softmax and attention: a nan anywhere in a row makes the whole row na
   }
 }
 
+TEST_CASE("attention: the fused f32 kernel on our products and on Eigen's, against a double loop") {
+  // Inference takes the fused kernel; in f32 on an AVX-512 CPU its products are our own
+  // (4 rows x 64 columns a block, k^T by 16 x 16 transposes), else Eigen's. Sizes around
+  // the block: keys and value columns past 64 (two and three blocks), rows not a multiple
+  // of 4, causal with L > S, and q, k, v as strided views of one packed qkv (the CLIP towers').
+  struct Case {
+    int64_t B, H, L, S, E, Ev;
+    bool causal, packed;
+  };
+  const std::vector<Case> cases{{1, 12, 50, 50, 64, 64, false, true}, {2, 3, 5, 37, 70, 33, false, false},
+                                {1, 2, 77, 77, 17, 66, true, false},  {1, 2, 9, 130, 20, 130, false, false},
+                                {2, 1, 7, 3, 16, 5, true, false},     {3, 8, 13, 13, 64, 64, true, true}};
+  Generator g(21);
+  NoGradGuard no_grad;
+  for (const Case& c : cases) {
+    Tensor q, k, v;
+    if (c.packed) {  // [B, L, 3 H E] split into heads, as multi_head_attention does
+      const Tensor qkv = randn({c.B, c.L, 3 * c.H * c.E}, g);
+      auto head_view = [&](int64_t i) {
+        return qkv.narrow(-1, i * c.H * c.E, c.H * c.E).reshape({c.B, c.L, c.H, c.E}).permute({0, 2, 1, 3});
+      };
+      q = head_view(0), k = head_view(1), v = head_view(2);
+    } else {
+      q = randn({c.B, c.H, c.L, c.E}, g), k = randn({c.B, c.H, c.S, c.E}, g), v = randn({c.B, c.H, c.S, c.Ev}, g);
+    }
+    const int64_t S = k.size(2), Ev = v.size(3);
+    // The reference: every (b, h, i) in double, from the values as read through the views.
+    const Tensor qd = q.to(DType::f64).contiguous(), kd = k.to(DType::f64).contiguous(),
+                 vd = v.to(DType::f64).contiguous();
+    const std::vector<double> qv = qd.to_vector<double>(), kv = kd.to_vector<double>(), vv = vd.to_vector<double>();
+    std::vector<double> want(size_t(c.B * c.H * c.L * Ev));
+    for (int64_t bh = 0; bh < c.B * c.H; ++bh)
+      for (int64_t i = 0; i < c.L; ++i) {
+        const int64_t n = c.causal ? std::min(i + 1, S) : S;
+        std::vector<double> p(static_cast<size_t>(n));
+        double mx = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          double dot = 0;
+          for (int64_t e = 0; e < c.E; ++e)
+            dot += qv[size_t((bh * c.L + i) * c.E + e)] * kv[size_t((bh * S + j) * c.E + e)];
+          p[size_t(j)] = dot / std::sqrt(double(c.E));
+          mx = std::max(mx, p[size_t(j)]);
+        }
+        for (double& x : p) sum += (x = std::exp(x - mx));
+        for (int64_t col = 0; col < Ev; ++col) {
+          double acc = 0;
+          for (int64_t j = 0; j < n; ++j) acc += p[size_t(j)] / sum * vv[size_t((bh * S + j) * Ev + col)];
+          want[size_t((bh * c.L + i) * Ev + col)] = acc;
+        }
+      }
+    for (auto kernel : {backend::cpu::F32Kernel::Auto, backend::cpu::F32Kernel::Eigen})
+      for (int threads : {1, 2}) {
+        backend::cpu::set_f32_gemm_kernel(kernel);
+        const int old_threads = get_num_threads();
+        set_num_threads(threads);
+        const std::vector<double> got =
+            scaled_dot_product_attention(q, k, v, Tensor(), c.causal).contiguous().to(DType::f64).to_vector<double>();
+        set_num_threads(old_threads);
+        backend::cpu::set_f32_gemm_kernel(backend::cpu::F32Kernel::Auto);
+        double worst = 0;
+        for (size_t i = 0; i < got.size(); ++i)
+          worst = std::max(worst, std::abs(got[i] - want[i]) / (1 + std::abs(want[i])));
+        INFO("L " << c.L << " S " << S << " E " << c.E << " Ev " << Ev << (c.causal ? " causal" : "")
+                  << (c.packed ? " packed qkv" : "") << ", " << backend::cpu::f32_kernel_name(kernel) << ", "
+                  << threads << " threads");
+        CHECK(got.size() == want.size());
+        CHECK(worst <= 1e-5);
+      }
+  }
+}
+
 TEST_CASE("nn ops: bad input throws the right error naming the op") {
   Tensor x = randn({2, 3});
   Tensor f16 = empty({2, 3}, DType::f16), i64 = zeros({2, 3}, DType::i64);

@@ -3,9 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <type_traits>
 
 #include <Eigen/Core>
 
+#include "attention_f32.hpp"
 #include "cpu_backend.hpp"
 
 #if GA_EMIT_CPU_KERNELS
@@ -126,9 +129,40 @@ GA_CPU_KERNEL void CpuBackend::attention(const Tensor& q, const Tensor& k, const
     const T* vp = static_cast<const T*>(v.raw_data());
     T* op = static_cast<T*>(out.raw_data());
     auto at = [B1](const Tensor& t, int64_t b) { return (b / B1) * t.stride(0) + (b % B1) * t.stride(1); };
+    // softmax(p's row i * scale) over the keys it may see, in place; 0 past them.
+    auto softmax_row = [&](T* row, int64_t i) {
+      const int64_t n = causal ? std::min(i + 1, S) : S;  // keys row i may see
+      const T m = Row::max_scaled(row, T(scale), n);
+      const T s = Row::exp_shifted(row, T(scale), m, n, row);
+      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(row, n) /= s;
+      std::fill(row + n, row + S, T(0));
+    };
     // One (b0, b1) per task: its scores [L, S] stay in cache from the product to the softmax
     // to p @ v, and the inputs are read where they lie (row strides 3D for a packed qkv).
     parallel_for(0, batches, std::max<int64_t>(1, 4096 / std::max<int64_t>(L * S, 1)), [&](int64_t lo, int64_t hi) {
+#if GA_X86_F32_KERNELS
+      // f32 on AVX-512: our own products (attention_f32.hpp), unless f32 products are sent
+      // to Eigen (GA_GEMM_F32=eigen, set_f32_gemm_kernel).
+      // (The casts are no-ops: this runs for T = float only; the f64 case compiles it.)
+      if (std::is_same_v<T, float> && S > 0 && detail::f32_avx512_supported() &&
+          f32_gemm_kernel() != F32Kernel::Eigen) {
+        const auto* qf = reinterpret_cast<const float*>(qp);
+        const auto* kf = reinterpret_cast<const float*>(kp);
+        const auto* vf = reinterpret_cast<const float*>(vp);
+        auto* of = reinterpret_cast<float*>(op);
+        const int64_t ld = (S + 15) / 16 * 16;  // k^T's and p's rows, whole vectors apart
+        const std::unique_ptr<float[]> scratch(new float[size_t((E + L) * ld)]);  // uninitialised
+        float* const kt = scratch.get();  // k^T [E, S]
+        float* const p = kt + E * ld;      // p [L, S]
+        for (int64_t b = lo; b < hi; ++b) {
+          f32_gemm::avx512::transpose_matrix(kf + at(k, b), S, E, k.stride(2), kt, ld);
+          f32_gemm::rows_times_rows(L, S, E, qf + at(q, b), q.stride(2), kt, ld, p, ld);
+          for (int64_t i = 0; i < L; ++i) softmax_row(reinterpret_cast<T*>(p + i * ld), i);
+          f32_gemm::rows_times_rows(L, Ev, S, p, ld, vf + at(v, b), v.stride(2), of + at(out, b), out.stride(2));
+        }
+        return;
+      }
+#endif
       Mat p(L, S);
       for (int64_t b = lo; b < hi; ++b) {
         const In Q(qp + at(q, b), L, E, Eigen::OuterStride<>(q.stride(2)));
@@ -136,14 +170,7 @@ GA_CPU_KERNEL void CpuBackend::attention(const Tensor& q, const Tensor& k, const
         const In V(vp + at(v, b), S, Ev, Eigen::OuterStride<>(v.stride(2)));
         Out O(op + at(out, b), L, Ev, Eigen::OuterStride<>(out.stride(2)));
         p.noalias() = Q * K.transpose();
-        for (int64_t i = 0; i < L; ++i) {
-          const int64_t n = causal ? std::min(i + 1, S) : S;  // keys row i may see
-          T* row = p.row(i).data();
-          const T m = Row::max_scaled(row, T(scale), n);
-          const T s = Row::exp_shifted(row, T(scale), m, n, row);
-          p.row(i).head(n).array() /= s;
-          p.row(i).tail(S - n).setZero();
-        }
+        for (int64_t i = 0; i < L; ++i) softmax_row(p.row(i).data(), i);
         O.noalias() = p * V;
       }
     });
