@@ -15,12 +15,7 @@
 
 namespace ga::backend::cpu::f32_gemm {
 
-// As in gemm_f32.hpp: GCC 12's AVX-512 headers trip -Wuninitialized on values all written.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+GA_SIMD_WARNINGS_PUSH  // see cpu_features.hpp
 
 /// c[r * ldc + j] = sum_{k < kd} a[r * lda + k] * b[k * ldb + j] for r < MR and j in the NV
 /// vectors of 16 columns, the last one cut to the lanes of `tail` (not read or written past
@@ -88,9 +83,7 @@ inline void rows_times_rows(int64_t M, int64_t N, int64_t K, const float* a, int
   }
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+GA_SIMD_WARNINGS_POP
 
 }  // namespace ga::backend::cpu::f32_gemm
 #endif  // GA_EMIT_CPU_KERNELS && GA_X86_F32_KERNELS

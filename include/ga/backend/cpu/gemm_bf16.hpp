@@ -339,13 +339,7 @@ inline void gemm_reference(const Operand& A, const Operand& B, float* C, int64_t
 
 #if GA_X86_BF16_KERNELS
 
-// GCC 12's AVX-512 headers build some results from a self-initialised "undefined" vector,
-// which -Wall reports as uninitialised wherever they are used; the values are all written.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+GA_SIMD_WARNINGS_PUSH  // see cpu_features.hpp
 
 #define GA_TARGET_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,f16c,fma")))
 #define GA_TARGET_AMX \
@@ -830,9 +824,7 @@ inline void gemm_x86(Bf16Kernel kernel, const Operand& A, const Operand& B, floa
   work(0, 1, static_cast<uint16_t*>(panels[0]->data()));
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+GA_SIMD_WARNINGS_POP
 #endif  // GA_X86_BF16_KERNELS
 
 #if GA_X86_F32_KERNELS

@@ -15,13 +15,7 @@
 #include <string>
 
 #include "cpu_backend.hpp"
-
-#if defined(__x86_64__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9))
-#define GA_X86_F32_KERNELS 1
-#include <immintrin.h>
-#else
-#define GA_X86_F32_KERNELS 0
-#endif
+#include "cpu_features.hpp"
 
 namespace ga::backend::cpu {
 
@@ -47,21 +41,6 @@ inline const char* f32_kernel_name(F32Kernel k) {
 }
 
 namespace detail {
-
-/// AVX-512F with the OS saving the zmm state (the compiler's CPU probe checks XCR0 too).
-inline bool probe_f32_avx512() {
-#if GA_X86_F32_KERNELS
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
-
-inline bool f32_avx512_supported() {
-  static const bool s = probe_f32_avx512();
-  return s;
-}
 
 /// AVX2 and FMA with the OS saving the ymm state.
 inline bool probe_f32_avx2() {

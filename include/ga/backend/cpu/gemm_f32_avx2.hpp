@@ -12,11 +12,7 @@
 
 namespace ga::backend::cpu::f32_gemm::avx2 {
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+GA_SIMD_WARNINGS_PUSH  // see cpu_features.hpp
 
 #define GA_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
@@ -199,9 +195,7 @@ inline MicroKernel micro_kernel_for_rows(int64_t rows) {
   }
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+GA_SIMD_WARNINGS_POP
 
 }  // namespace ga::backend::cpu::f32_gemm::avx2
 

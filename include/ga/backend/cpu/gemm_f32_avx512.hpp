@@ -5,15 +5,7 @@
 
 namespace ga::backend::cpu::f32_gemm::avx512 {
 
-// GCC 12's AVX-512 headers build some results from a self-initialised "undefined" vector,
-// which -Wall reports as uninitialised wherever they are used; the values are all written.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
-#define GA_TARGET_AVX512F __attribute__((target("avx512f,fma")))
+GA_SIMD_WARNINGS_PUSH  // see cpu_features.hpp
 
 // Register block: kMR rows of C (A values broadcast) x kNR columns (two zmm of B), 24
 // accumulators, 2 B loads and 12 broadcasts per 24 FMAs. Cache blocks: a kMR x kKC panel of A
@@ -218,9 +210,7 @@ inline MicroKernel micro_kernel_for_rows(int64_t rows) {
   }
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+GA_SIMD_WARNINGS_POP
 
 }  // namespace ga::backend::cpu::f32_gemm::avx512
 

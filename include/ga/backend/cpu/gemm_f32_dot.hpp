@@ -30,12 +30,7 @@
 
 namespace ga::backend::cpu::f32_gemm {
 
-// As in gemm_f32.hpp: GCC 12's AVX-512 headers trip -Wuninitialized on values all written.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+GA_SIMD_WARNINGS_PUSH  // see cpu_features.hpp
 
 // Register tile: kDotMR rows of x by kDotNR rows of w, 24 accumulators, 10 loads per 24 FMAs.
 // A w tile is at most kDotKC deep (24 KiB), so it stays in L1 while every row of x passes
@@ -331,9 +326,7 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
   work();
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+GA_SIMD_WARNINGS_POP
 
 /// out[i] = epilogue(a[i] @ b[i]) in dot-product form for a [Bt, M, K] and b [Bt, K, N]
 /// (f32, both contiguous along k: a's stride 2 and b's stride 1 are 1; batch stride 0 for a
