@@ -595,13 +595,14 @@ TEST_CASE("gemm f32: conv2d (the implicit GEMM and the im2col path) against a di
 }
 
 TEST_CASE("gemm f32: the fused ReLU keeps NaN as the unfused one does") {
-  for (F32Kernel k : {F32Kernel::Avx512, F32Kernel::Avx2}) {
+  for (F32Kernel k : {F32Kernel::Avx512, F32Kernel::Avx512Dot, F32Kernel::Avx2}) {
     if (!ga::backend::cpu::f32_kernel_supported(k)) continue;
     PathScope s(k, 1);
     INFO(std::string(ga::backend::cpu::f32_kernel_name(k)));
     ga::Generator g(10);
     const int64_t M = 24, K = 40, N = 64;
-    const Tensor a = ga::randn({1, M, K}, g), b = ga::randn({1, K, N}, g);
+    // b runs along k, so that the dot form (which applies the ReLU in its tiles) takes it.
+    const Tensor a = ga::randn({1, M, K}, g), b = ga::randn({1, N, K}, g).transpose(1, 2);
     std::vector<float> r(size_t(M * N), 0.0f);
     r[5] = std::nanf("");
     r[100] = -std::numeric_limits<float>::infinity();
@@ -615,3 +616,56 @@ TEST_CASE("gemm f32: the fused ReLU keeps NaN as the unfused one does") {
     CHECK(o[100] == 0.0f);
   }
 }
+
+#if GA_X86_F32_KERNELS
+TEST_CASE("quick_gelu_avx512: within 3 ulp of x / (1 + e^t), t = -1.702 x in f32, and its special values") {
+  if (!ga::backend::cpu::detail::f32_avx512_supported()) {
+    MESSAGE("this CPU does not run AVX-512: f32 QuickGELU is Eigen's here");
+    return;
+  }
+  std::vector<float> x;
+  for (double v = -120; v <= 120; v += 0.00731) x.push_back(float(v));
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  const std::vector<float> special{0.0f, -0.0f, 1e-30f, -1e-30f, 1e-40f, -1e-40f, 3e38f, -3e38f, inf, -inf, nan,
+                                   -9.0f, -52.1f, -52.2f, 87.3f / -1.702f, 51.3f};
+  x.insert(x.end(), special.begin(), special.end());
+  x.push_back(0.5f);  // 1 + 16 * k + 1 values: a masked tail of one lane
+  std::vector<float> y(x.size());
+  ga::backend::cpu::detail::quick_gelu_avx512(x.data(), y.data(), int64_t(x.size()));
+  int64_t bad = 0;
+  double worst_ulp = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    // The reference rounds t to f32, as PyTorch's f32 QuickGELU (and ours) computes it.
+    const float t = -1.702f * x[i];
+    const double want = double(x[i]) / (1 + std::exp(double(t)));
+    if (std::isnan(want) || std::isinf(want)) {
+      bad += std::isnan(want) ? !std::isnan(y[i]) : double(y[i]) != want;
+      continue;
+    }
+    const double err = std::abs(double(y[i]) - want);
+    if (std::abs(want) < 2e-37) {
+      bad += !(err <= 2e-37);
+      continue;
+    }
+    const float wf = float(want);
+    const double ulp = double(std::nextafter(std::abs(wf), inf) - std::abs(wf));
+    worst_ulp = std::max(worst_ulp, err / ulp);
+    bad += !(err <= 3 * ulp);
+  }
+  INFO("worst error " << worst_ulp << " ulp");
+  CHECK(bad == 0);
+  // Sign and nan handling as PyTorch's x * sigmoid(1.702 x).
+  auto f = [](float v) {
+    float out = 0;
+    ga::backend::cpu::detail::quick_gelu_avx512(&v, &out, 1);
+    return out;
+  };
+  CHECK(std::isnan(f(nan)));
+  CHECK(std::isnan(f(-inf)));
+  CHECK(f(inf) == inf);
+  CHECK(f(3e38f) == 3e38f);
+  CHECK((f(-3e38f) == 0.0f && std::signbit(f(-3e38f))));
+  CHECK((f(-0.0f) == 0.0f && std::signbit(f(-0.0f))));
+  CHECK(f(1e-40f) == 0.5f * 1e-40f);
+}
+#endif

@@ -5,9 +5,11 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include <Eigen/Core>
 
+#include "activation_avx512.hpp"
 #include "cpu_backend.hpp"
 
 #if GA_EMIT_CPU_KERNELS
@@ -89,12 +91,33 @@ inline bool eigen_unary_approximates(UnaryOp op) {
 /// lies, so on its alignment, on how threads split a tensor and on which tile of a fused
 /// epilogue holds it. So those functions run only in whole packets: in place where x and y
 /// are aligned whole packets, else over blocks copied into an aligned buffer padded to whole
-/// packets. Every value then gets the packet code's bits, wherever it lies.
+/// packets. Every value then gets the packet code's bits, wherever it lies. (f32 QuickGELU
+/// on a CPU that runs AVX-512 is activation_avx512.hpp's instead, whose bits do not depend
+/// on where a value lies either.)
 template <class T>
 inline bool unary_eigen(UnaryOp op, const T* x, int64_t xs, T* y, int64_t ys, int64_t n, T a, T b) {
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
   constexpr int64_t kAlign = 64, kLanes = kAlign / int64_t(sizeof(T));  // a multiple of any packet's
   const bool contiguous = xs == 1 && ys == 1;
+#if GA_X86_F32_KERNELS
+  if constexpr (std::is_same_v<T, float>) {
+    if (op == UnaryOp::QuickGelu && f32_avx512_supported()) {
+      if (contiguous) {
+        quick_gelu_avx512(x, y, n);
+        return true;
+      }
+      constexpr int64_t kBlock = 256;
+      float buf[kBlock];
+      for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+        const int64_t len = std::min(kBlock, n - i0);
+        for (int64_t i = 0; i < len; ++i) buf[i] = x[(i0 + i) * xs];
+        quick_gelu_avx512(buf, buf, len);
+        for (int64_t i = 0; i < len; ++i) y[(i0 + i) * ys] = buf[i];
+      }
+      return true;
+    }
+  }
+#endif
   if (!eigen_unary_approximates(op)) {
     if (!contiguous) return false;  // exact in unary_scalar too
     return eigen_unary(op, Eigen::Map<const Arr>(x, n), Eigen::Map<Arr>(y, n), a, b);

@@ -36,8 +36,8 @@ GA_SIMD_WARNINGS_PUSH  // see cpu_features.hpp
 // A w tile is at most kDotKC deep (24 KiB), so it stays in L1 while every row of x passes
 // over it; a deeper product is cut into k chunks whose sums are added into C in order.
 // Tiles are taken in groups of up to kDotGroup (48 columns); a tile adds the epilogue's
-// biases and residual as it stores its last k chunk, and the activation follows the group's
-// last tile, while its results are in cache.
+// biases and residual as it stores its last k chunk, and applies ReLU or QuickGELU there too
+// (store_activated); GELU follows the group's last tile, while its results are in cache.
 inline constexpr int64_t kDotMR = 4, kDotNR = 6, kDotKC = 1024, kDotGroup = 8;
 inline constexpr int64_t kDotPrefetchMax = kDotNR * kDotKC / 16;  // cache lines of one w tile
 
@@ -82,12 +82,104 @@ GA_TARGET_AVX512F inline __attribute__((always_inline)) __m512 lane_sums16(const
 /// What a tile adds to its results as it stores its last k chunk, in this order (the order
 /// of the unfused ops, so that the bits are theirs): a bias per row, a bias per column, and
 /// the residual, laid out as C. Each pointer is at the tile's first row / column / result,
-/// or null.
+/// or null. Then, where C's rows are contiguous, the activation: None, Relu or QuickGelu.
 struct DotTileAdds {
   const float* row_bias;
   const float* col_bias;
   const float* residual;
+  Activation activation;
 };
+
+/// The lanes [from, to) of a 16-lane mask, clamped to [0, 16).
+constexpr __mmask16 lane_range(int from, int to) {
+  from = from < 0 ? 0 : from > 16 ? 16 : from;
+  to = to < from ? from : to > 16 ? 16 : to;
+  return __mmask16(((1u << to) - 1) & ~((1u << from) - 1));
+}
+
+/// For tile MR x NR: the row (rows) or the column of the result in each of the 32 lanes of
+/// (lo, hi), lane r * NR + j holding (r, j); lanes past the tile repeat the last row.
+template <int MR, int NR>
+constexpr std::array<int32_t, 32> tile_lane_index(bool rows) {
+  std::array<int32_t, 32> a{};
+  for (int i = 0; i < 32; ++i) a[size_t(i)] = rows ? std::min(i / NR, MR - 1) : i % NR;
+  return a;
+}
+
+/// Row r's values at p + r * stride, for r < MR, in the lanes of tile MR x NR's results
+/// (vlo: lanes 0-15, vhi: 16-31; the other lanes 0). The loads are masked to those lanes.
+template <int MR, int NR>
+GA_TARGET_AVX512F inline __attribute__((always_inline)) void rows_in_lanes(const float* p, int64_t stride, __m512& vlo,
+                                                                           __m512& vhi) {
+  vlo = _mm512_setzero_ps();
+  vhi = _mm512_setzero_ps();
+#pragma GCC unroll 4
+  for (int r = 0; r < MR; ++r) {
+    const float* row = p + r * stride;
+    if (lane_range(r * NR, r * NR + NR)) vlo = _mm512_mask_loadu_ps(vlo, lane_range(r * NR, r * NR + NR), row - r * NR);
+    if (lane_range(r * NR - 16, r * NR + NR - 16))
+      vhi = _mm512_mask_loadu_ps(vhi, lane_range(r * NR - 16, r * NR + NR - 16), row + 16 - r * NR);
+  }
+}
+
+/// (vlo, vhi) = values[index[lane]] for the 32 lanes.
+GA_TARGET_AVX512F inline __attribute__((always_inline)) void spread(__m512 values, const std::array<int32_t, 32>& index,
+                                                                    __m512& vlo, __m512& vhi) {
+  vlo = _mm512_permutexvar_ps(_mm512_loadu_si512(index.data()), values);
+  vhi = _mm512_permutexvar_ps(_mm512_loadu_si512(index.data() + 16), values);
+}
+
+/// dot_tile's last store where it applies the activation (C's rows contiguous). The MR x NR
+/// results sit in lane order: result (r, j) in lane r * NR + j of (lo, hi), lanes 16 and up in
+/// hi. They get their adds and the activation in that order, so that a tile's 24 results
+/// take two vectors of the activation, not one a row, and go to C a row at a time. Row r's
+/// lanes load from and store to C at an offset of -r * NR floats (its other lanes masked off;
+/// the pointer stays within C, whose rows are at least NR long). Applied in registers, the
+/// activation saves a pass that read C back (the store-to-load round trip made a fused
+/// QuickGELU cost ~15% of ViT-B/32's c_fc product; bench/RESULTS.md, eighteenth session).
+template <int MR, int NR>
+GA_TARGET_AVX512F inline __attribute__((always_inline)) void store_activated(__m512 lo, __m512 hi, float* c,
+                                                                             int64_t rs, bool accumulate,
+                                                                             const DotTileAdds& adds) {
+  static_assert(MR * NR <= 32, "two vectors hold the tile");
+  __m512 vlo, vhi;
+  if (accumulate) {  // C + sums, as dot_tile's row stores add them
+    rows_in_lanes<MR, NR>(c, rs, vlo, vhi);
+    lo = _mm512_add_ps(vlo, lo);
+    hi = _mm512_add_ps(vhi, hi);
+  }
+  if (adds.row_bias) {
+    static constexpr std::array<int32_t, 32> kRow = tile_lane_index<MR, NR>(true);
+    spread(_mm512_maskz_loadu_ps(lane_range(0, MR), adds.row_bias), kRow, vlo, vhi);
+    lo = _mm512_add_ps(lo, vlo);
+    hi = _mm512_add_ps(hi, vhi);
+  }
+  if (adds.col_bias) {
+    static constexpr std::array<int32_t, 32> kCol = tile_lane_index<MR, NR>(false);
+    spread(_mm512_maskz_loadu_ps(lane_range(0, NR), adds.col_bias), kCol, vlo, vhi);
+    lo = _mm512_add_ps(lo, vlo);
+    hi = _mm512_add_ps(hi, vhi);
+  }
+  if (adds.residual) {
+    rows_in_lanes<MR, NR>(adds.residual, rs, vlo, vhi);
+    lo = _mm512_add_ps(lo, vlo);
+    hi = _mm512_add_ps(hi, vhi);
+  }
+  if (adds.activation == Activation::Relu) {  // as Eigen's max(x, 0): x where x is nan or -0
+    lo = _mm512_max_ps(_mm512_setzero_ps(), lo);
+    hi = _mm512_max_ps(_mm512_setzero_ps(), hi);
+  } else if (adds.activation == Activation::QuickGelu) {
+    lo = detail::quick_gelu_avx512(lo);
+    if constexpr (MR * NR > 16) hi = detail::quick_gelu_avx512(hi);
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < MR; ++r) {
+    float* row = c + r * rs;
+    if (lane_range(r * NR, r * NR + NR)) _mm512_mask_storeu_ps(row - r * NR, lane_range(r * NR, r * NR + NR), lo);
+    if (lane_range(r * NR - 16, r * NR + NR - 16))
+      _mm512_mask_storeu_ps(row + 16 - r * NR, lane_range(r * NR - 16, r * NR + NR - 16), hi);
+  }
+}
 
 /// C(r, j) = (accumulate ? C(r, j) : 0) + sum_k a[r, k] w[j, k] (+ adds, where given) for
 /// r < MR, j < NR, over kc values of k (rows lda and ldw floats apart, each contiguous along
@@ -137,6 +229,10 @@ GA_TARGET_AVX512F inline void dot_tile(int64_t kc, const float* a, int64_t lda, 
   const __m512 lo = lane_sums16<(kAcc < 16 ? kAcc : 16)>(acc);
   __m512 hi = _mm512_setzero_ps();
   if constexpr (kAcc > 16) hi = lane_sums16<kAcc - 16>(acc + 16);
+  if (cs == 1 && adds && adds->activation != Activation::None) {
+    store_activated<MR, NR>(lo, hi, c, rs, accumulate, *adds);
+    return;
+  }
   if (cs == 1) {  // C's rows contiguous: a row of the tile at a time, in the first NR lanes
     const __mmask16 cols = __mmask16((1u << NR) - 1);
 #pragma GCC unroll 4
@@ -232,7 +328,13 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
   const int64_t even = (K + (K + kDotKC - 1) / kDotKC - 1) / ((K + kDotKC - 1) / kDotKC);
   const int64_t chunk = (even + 15) / 16 * 16, chunks = (K + chunk - 1) / chunk;
   const int64_t row_tiles = (M + kDotMR - 1) / kDotMR;
-  const bool adds = e.row_bias || e.col_bias || e.residual;
+  // ReLU and QuickGELU are applied by the tiles, in registers, where C's rows are contiguous;
+  // other activations (GELU's erf has no vector form of the unfused op's bits) and layouts
+  // follow each run of tiles over C.
+  const Activation tile_activation =
+      C.cs == 1 && (e.activation == Activation::Relu || e.activation == Activation::QuickGelu) ? e.activation
+                                                                                                : Activation::None;
+  const bool adds = e.row_bias || e.col_bias || e.residual || tile_activation != Activation::None;
   // The threads take runs of tiles from a shared counter, so that a thread slowed by the
   // memory system does not hold the others at the end: kDotGroup tiles (a group) at a time,
   // and toward the end a share of what is left, down to one tile, so that they finish
@@ -291,14 +393,14 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
             const int64_t rows = std::min(kDotMR, M - m);
             const int64_t p0 = std::min(lines, i * per_tile), p1 = std::min(lines, p0 + per_tile);
             const DotTileAdds tile_adds{e.row_bias ? e.row_bias + m : nullptr, e.col_bias ? e.col_bias + n0 : nullptr,
-                                        e.residual ? e.residual + m * C.rs + n0 * C.cs : nullptr};
+                                        e.residual ? e.residual + m * C.rs + n0 * C.cs : nullptr, tile_activation};
             dot_tile_for(rows, cols)(kc, a + m * lda + k0, lda, w + n0 * ldw + k0, ldw, C.p + m * C.rs + n0 * C.cs,
                                      C.rs, C.cs, q > 0, last && adds ? &tile_adds : nullptr, pf.data() + p0,
                                      p1 - p0);
           }
         }
       }
-      if (e.activation != Activation::None) {  // over C's contiguous runs in the group
+      if (e.activation != Activation::None && tile_activation == Activation::None) {  // over C's runs
         const int64_t c0 = g0 * kDotNR, c1 = std::min(N, g1 * kDotNR);
         if (C.cs == 1)
           for (int64_t r = 0; r < M; ++r) detail::activate_row<float>(e.activation, C.p + r * C.rs + c0, c1 - c0);
