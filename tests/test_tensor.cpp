@@ -942,6 +942,23 @@ TEST_CASE("tensor: approximated unary functions give the same bits wherever a va
   }
 }
 
+TEST_CASE("tensor: relu keeps nan and -0 alike on contiguous and strided tensors") {
+  // Contiguous tensors take Eigen's max(x, 0), strided views the scalar loop: the same bits,
+  // nan propagated (as PyTorch's relu does), not turned into 0.
+  const float nan = std::nanf(""), inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> v{nan, -0.0f, 0.0f, -1.5f, 2.5f, inf, -inf, -nan, 1e-40f, -1e-40f, 3.0f, -3.0f,
+                             nan, 7.0f, -7.0f, 0.5f, -0.5f};
+  const Tensor x = tensor(v, {int64_t(v.size())});
+  Tensor wide = zeros({int64_t(v.size()), 2});
+  wide.select(1, 0).copy_(x);
+  const std::vector<float> a = relu(x).to_vector<float>(), b = relu(wide.select(1, 0)).to_vector<float>();
+  CHECK(std::memcmp(a.data(), b.data(), v.size() * sizeof(float)) == 0);
+  CHECK(std::isnan(a[0]));
+  CHECK(std::isnan(b[0]));
+  CHECK(b[3] == 0.0f);
+  CHECK(b[4] == 2.5f);
+}
+
 TEST_CASE("tensor: large strided non-contiguous binary ops match a naive loop") {
   ThreadRestore restore;
   Generator g(5);
