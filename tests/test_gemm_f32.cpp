@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <vector>
@@ -667,5 +668,94 @@ TEST_CASE("quick_gelu_avx512: within 3 ulp of x / (1 + e^t), t = -1.702 x in f32
   CHECK((f(-3e38f) == 0.0f && std::signbit(f(-3e38f))));
   CHECK((f(-0.0f) == 0.0f && std::signbit(f(-0.0f))));
   CHECK(f(1e-40f) == 0.5f * 1e-40f);
+}
+
+namespace {
+
+/// Applies one of activation_avx512.hpp's vector functions to each value of x, one vector at
+/// a time (the last one partial: a masked tail).
+template <__m512 (*F)(__m512)>
+std::vector<float> map_each(const std::vector<float>& x) {
+  std::vector<float> y(x.size());
+  ga::backend::cpu::detail::map_avx512<F>(x.data(), y.data(), int64_t(x.size()));
+  return y;
+}
+
+/// Values from -range to range, dense, and every float within 64 ulp of each point where a
+/// piece of the approximation hands over to the next.
+std::vector<float> erf_test_points(double range, double step, std::initializer_list<float> seams) {
+  std::vector<float> x;
+  for (double v = -range; v <= range; v += step) x.push_back(float(v));
+  for (float seam : seams)
+    for (float s : {seam, -seam}) {
+      float v = s;
+      for (int i = 0; i < 64; ++i) v = std::nextafter(v, 0.0f);
+      for (int i = 0; i < 128; ++i, v = std::nextafter(v, 2 * s)) x.push_back(v);
+    }
+  return x;
+}
+
+}  // namespace
+
+TEST_CASE("erf_avx512 and gelu_avx512: within their bounds of the exact functions, and their special values") {
+  using ga::backend::cpu::detail::erf_avx512;
+  using ga::backend::cpu::detail::gelu_avx512;
+  if (!ga::backend::cpu::detail::f32_avx512_supported()) {
+    MESSAGE("this CPU does not run AVX-512: f32 GELU is the scalar std::erf formula here");
+    return;
+  }
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  {  // erf: within 8e-8 of the exact value, odd, +-1 from 3.92 on (f32's erf rounds to +-1 there)
+    std::vector<float> z = erf_test_points(6, 0.000613, {1.0f, 3.92f});
+    z.push_back(0.25f);  // 16 k + 1 values: a masked tail
+    const std::vector<float> e = map_each<erf_avx512>(z);
+    int64_t bad = 0;
+    double worst = 0;
+    for (size_t i = 0; i < z.size(); ++i) {
+      const double err = std::abs(double(e[i]) - std::erf(double(z[i])));
+      worst = std::max(worst, err);
+      bad += !(err <= 8e-8);
+      if (std::abs(z[i]) >= 3.92f) bad += e[i] != std::copysign(1.0f, z[i]);
+    }
+    INFO("erf: worst error " << worst);
+    CHECK(bad == 0);
+    const std::vector<float> special{0.0f, -0.0f, 1e-40f, inf, -inf, nan};
+    const std::vector<float> es = map_each<erf_avx512>(special);
+    CHECK((es[0] == 0.0f && !std::signbit(es[0])));
+    CHECK((es[1] == 0.0f && std::signbit(es[1])));
+    CHECK(std::abs(double(es[2]) - 1.1283791670955126e-40) <= 2e-45);  // 2 / sqrt(pi) z, a subnormal
+    CHECK(es[3] == 1.0f);
+    CHECK(es[4] == -1.0f);
+    CHECK(std::isnan(es[5]));
+  }
+  {  // GELU: within 0.6e-7 |x| + 2 ulp of x Phi(x) (erf's error, made absolute by 1 + erf)
+    std::vector<float> x = erf_test_points(12, 0.000731, {1.41421356f, 5.5437212f});
+    x.push_back(0.5f);
+    const std::vector<float> y = map_each<gelu_avx512>(x);
+    int64_t bad = 0;
+    double worst = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double xd = x[i], want = 0.5 * xd * (1 + std::erf(xd / std::sqrt(2.0)));
+      const float wf = float(want);
+      const double ulp = std::max(double(std::nextafter(std::abs(wf), inf) - std::abs(wf)), 1e-45);
+      const double bound = 0.6e-7 * std::abs(xd) + 2 * ulp, err = std::abs(double(y[i]) - want);
+      worst = std::max(worst, err / bound);
+      bad += !(err <= bound);
+    }
+    INFO("gelu: worst error " << worst << " of the bound");
+    CHECK(bad == 0);
+    // Edge values as PyTorch's (x * 0.5) * (1 + erf(x / sqrt 2)) in f32.
+    const std::vector<float> special{inf, -inf, nan, -0.0f, -6.0f, -100.0f, -3e38f, 3e38f, 1e-40f};
+    const std::vector<float> g = map_each<gelu_avx512>(special);
+    CHECK(g[0] == inf);
+    CHECK(std::isnan(g[1]));
+    CHECK(std::isnan(g[2]));
+    for (size_t i : {size_t(3), size_t(4), size_t(5), size_t(6)}) {
+      INFO("gelu(" << special[i] << ") = " << g[i]);
+      CHECK((g[i] == 0.0f && std::signbit(g[i])));
+    }
+    CHECK(g[7] == 3e38f);
+    CHECK(g[8] == 0.5f * 1e-40f);
+  }
 }
 #endif

@@ -84,6 +84,23 @@ inline bool eigen_unary_approximates(UnaryOp op) {
          op == UnaryOp::QuickGelu || op == UnaryOp::Sigmoid;
 }
 
+/// y[i * ys] = op(x[i * xs]) for i < n, where x or y is strided: in blocks copied into an
+/// aligned buffer, zero-padded to whole 64-byte vectors, on which apply(buf, padded) works in
+/// place. False (nothing more written) when apply returns false.
+template <class T, class Apply>
+inline bool unary_through_buffer(const T* x, int64_t xs, T* y, int64_t ys, int64_t n, Apply&& apply) {
+  constexpr int64_t kBlock = 256, kLanes = 64 / int64_t(sizeof(T));
+  alignas(64) T buf[kBlock];
+  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+    const int64_t len = std::min(kBlock, n - i0), padded = (len + kLanes - 1) / kLanes * kLanes;
+    for (int64_t i = 0; i < len; ++i) buf[i] = x[(i0 + i) * xs];
+    std::fill(buf + len, buf + padded, T(0));
+    if (!apply(buf, padded)) return false;
+    for (int64_t i = 0; i < len; ++i) y[(i0 + i) * ys] = buf[i];
+  }
+  return true;
+}
+
 /// y[i * ys] = op(x[i * xs]) for i < n through Eigen's array math; false (nothing written)
 /// where Eigen lacks the function. Eigen computes an unaligned head and a partial tail in
 /// scalar code, and for approximated functions that code can differ from the packet code in
@@ -92,8 +109,8 @@ inline bool eigen_unary_approximates(UnaryOp op) {
 /// epilogue holds it. So those functions run only in whole packets: in place where x and y
 /// are aligned whole packets, else over blocks copied into an aligned buffer padded to whole
 /// packets. Every value then gets the packet code's bits, wherever it lies. (f32 QuickGELU
-/// on a CPU that runs AVX-512 is activation_avx512.hpp's instead, whose bits do not depend
-/// on where a value lies either.)
+/// and GELU on a CPU that runs AVX-512 are activation_avx512.hpp's instead, whose bits do not
+/// depend on where a value lies either.)
 template <class T>
 inline bool unary_eigen(UnaryOp op, const T* x, int64_t xs, T* y, int64_t ys, int64_t n, T a, T b) {
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
@@ -101,20 +118,17 @@ inline bool unary_eigen(UnaryOp op, const T* x, int64_t xs, T* y, int64_t ys, in
   const bool contiguous = xs == 1 && ys == 1;
 #if GA_X86_F32_KERNELS
   if constexpr (std::is_same_v<T, float>) {
-    if (op == UnaryOp::QuickGelu && f32_avx512_supported()) {
+    if ((op == UnaryOp::QuickGelu || op == UnaryOp::Gelu) && f32_avx512_supported()) {
+      void (*f)(const float*, float*, int64_t) = quick_gelu_avx512;
+      if (op == UnaryOp::Gelu) f = gelu_avx512;
       if (contiguous) {
-        quick_gelu_avx512(x, y, n);
+        f(x, y, n);
         return true;
       }
-      constexpr int64_t kBlock = 256;
-      float buf[kBlock];
-      for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
-        const int64_t len = std::min(kBlock, n - i0);
-        for (int64_t i = 0; i < len; ++i) buf[i] = x[(i0 + i) * xs];
-        quick_gelu_avx512(buf, buf, len);
-        for (int64_t i = 0; i < len; ++i) y[(i0 + i) * ys] = buf[i];
-      }
-      return true;
+      return unary_through_buffer(x, xs, y, ys, n, [&](float* buf, int64_t len) {
+        f(buf, buf, len);
+        return true;
+      });
     }
   }
 #endif
@@ -126,17 +140,10 @@ inline bool unary_eigen(UnaryOp op, const T* x, int64_t xs, T* y, int64_t ys, in
   if (contiguous && n % kLanes == 0 && aligned(x) && aligned(y))
     return eigen_unary(op, Eigen::Map<const Arr, Eigen::Aligned64>(x, n), Eigen::Map<Arr, Eigen::Aligned64>(y, n), a,
                        b);
-  constexpr int64_t kBlock = 256;
-  alignas(kAlign) T buf[kBlock];
-  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
-    const int64_t len = std::min(kBlock, n - i0), padded = (len + kLanes - 1) / kLanes * kLanes;
-    for (int64_t i = 0; i < len; ++i) buf[i] = x[(i0 + i) * xs];
-    std::fill(buf + len, buf + padded, T(0));
-    Eigen::Map<Arr, Eigen::Aligned64> block(buf, padded);
-    if (!eigen_unary(op, block, block, a, b)) return false;  // coefficient-wise: in place is safe
-    for (int64_t i = 0; i < len; ++i) y[(i0 + i) * ys] = buf[i];
-  }
-  return true;
+  return unary_through_buffer(x, xs, y, ys, n, [&](T* buf, int64_t len) {
+    Eigen::Map<Arr, Eigen::Aligned64> block(buf, len);
+    return eigen_unary(op, block, block, a, b);  // coefficient-wise: in place is safe
+  });
 }
 
 template <class T>

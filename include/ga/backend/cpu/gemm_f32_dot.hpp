@@ -36,8 +36,9 @@ GA_SIMD_WARNINGS_PUSH  // see cpu_features.hpp
 // A w tile is at most kDotKC deep (24 KiB), so it stays in L1 while every row of x passes
 // over it; a deeper product is cut into k chunks whose sums are added into C in order.
 // Tiles are taken in groups of up to kDotGroup (48 columns); a tile adds the epilogue's
-// biases and residual as it stores its last k chunk, and applies ReLU or QuickGELU there too
-// (store_activated); GELU follows the group's last tile, while its results are in cache.
+// biases and residual as it stores its last k chunk, and applies the activation there too
+// (store_activated) where C's rows are contiguous; else the activation follows the group's
+// last tile, while its results are in cache.
 inline constexpr int64_t kDotMR = 4, kDotNR = 6, kDotKC = 1024, kDotGroup = 8;
 inline constexpr int64_t kDotPrefetchMax = kDotNR * kDotKC / 16;  // cache lines of one w tile
 
@@ -82,7 +83,7 @@ GA_TARGET_AVX512F inline __attribute__((always_inline)) __m512 lane_sums16(const
 /// What a tile adds to its results as it stores its last k chunk, in this order (the order
 /// of the unfused ops, so that the bits are theirs): a bias per row, a bias per column, and
 /// the residual, laid out as C. Each pointer is at the tile's first row / column / result,
-/// or null. Then, where C's rows are contiguous, the activation: None, Relu or QuickGelu.
+/// or null. Then, where C's rows are contiguous, the activation (None where they are not).
 struct DotTileAdds {
   const float* row_bias;
   const float* col_bias;
@@ -171,6 +172,9 @@ GA_TARGET_AVX512F inline __attribute__((always_inline)) void store_activated(__m
   } else if (adds.activation == Activation::QuickGelu) {
     lo = detail::quick_gelu_avx512(lo);
     if constexpr (MR * NR > 16) hi = detail::quick_gelu_avx512(hi);
+  } else if (adds.activation == Activation::Gelu) {
+    lo = detail::gelu_avx512(lo);
+    if constexpr (MR * NR > 16) hi = detail::gelu_avx512(hi);
   }
 #pragma GCC unroll 4
   for (int r = 0; r < MR; ++r) {
@@ -328,12 +332,10 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
   const int64_t even = (K + (K + kDotKC - 1) / kDotKC - 1) / ((K + kDotKC - 1) / kDotKC);
   const int64_t chunk = (even + 15) / 16 * 16, chunks = (K + chunk - 1) / chunk;
   const int64_t row_tiles = (M + kDotMR - 1) / kDotMR;
-  // ReLU and QuickGELU are applied by the tiles, in registers, where C's rows are contiguous;
-  // other activations (GELU's erf has no vector form of the unfused op's bits) and layouts
-  // follow each run of tiles over C.
-  const Activation tile_activation =
-      C.cs == 1 && (e.activation == Activation::Relu || e.activation == Activation::QuickGelu) ? e.activation
-                                                                                                : Activation::None;
+  // The activation is applied by the tiles, in registers, where C's rows are contiguous (the
+  // vector functions are the unfused ops' own, activation_avx512.hpp); with C's columns
+  // contiguous (a convolution's output), it follows each run of tiles over C.
+  const Activation tile_activation = C.cs == 1 ? e.activation : Activation::None;
   const bool adds = e.row_bias || e.col_bias || e.residual || tile_activation != Activation::None;
   // The threads take runs of tiles from a shared counter, so that a thread slowed by the
   // memory system does not hold the others at the end: kDotGroup tiles (a group) at a time,
