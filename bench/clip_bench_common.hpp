@@ -288,7 +288,8 @@ inline std::vector<Gemm> image_gemms(const ClipConfig& c, int64_t B) {
   const int64_t R = c.image_resolution;
   if (c.vision_is_vit()) {
     const int64_t p = c.vision_patch_size, g = R / p, W = c.vision_width;
-    add_gemm(v, {"conv1 (patches)", GemmKind::Conv, 1, W, 3 * p * p, B * g * g, 1});
+    // The patch embedding, as the tower computes it: a linear layer over the patches.
+    add_gemm(v, {"conv1 (patches)", GemmKind::Linear, 1, B * g * g, 3 * p * p, W, 1});
     transformer_gemms(v, B, g * g + 1, W, c.vision_heads, c.vision_layers[0]);
     add_gemm(v, {"proj", GemmKind::Linear, 1, B, W, c.embed_dim, 1});
     return v;

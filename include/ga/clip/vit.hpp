@@ -1,5 +1,6 @@
 // CLIP's Vision Transformer image tower (OpenAI's VisionTransformer), batch-first:
-// patch embedding (a bias-free strided convolution), class token, positional embedding,
+// patch embedding (a bias-free strided convolution, computed as a linear layer over the
+// patches), class token, positional embedding,
 // ln_pre, pre-norm residual blocks, ln_post on the class token, then @ proj. Without a
 // trace, the last block is computed at the class token only (exact: nothing else is read).
 #pragma once
@@ -41,16 +42,35 @@ struct VisionTransformerWeights {
     transformer.quantize(inputs);
   }
 
+  /// The patch embedding: images [N, 3, R, R] -> tokens [N, g * g, W], g = R / patch. It is a
+  /// convolution with a patch x patch kernel, stride patch and no padding, so a linear layer
+  /// over the image's non-overlapping patches, each flattened in the kernel's (channel, row,
+  /// column) order: computed that way, the tokens come out as the transformer reads them,
+  /// [position, width], where the convolution's [W, g, g] needed a transposing copy, and the
+  /// patches cost one gathering copy of the image where im2col and its transpose took two
+  /// passes (together ~0.4 ms of a ViT-B/32 batch-1 forward; bench/RESULTS.md, nineteenth
+  /// session). At batch 1 both take the dot-product form over the same rows, so the bits are
+  /// the convolution's. An int8 weight keeps the convolution, which its quantization was
+  /// made for.
+  Tensor patch_tokens(const Tensor& images) const {
+    const int64_t N = images.size(0), g = images.size(2) / patch, W = proj.size(0), K = 3 * patch * patch;
+    if (conv1_int8.defined())
+      return conv2d_int8(images, conv1_int8, Tensor(), {patch, patch}).view({N, W, g * g}).permute({0, 2, 1});
+    const Tensor patches = images.narrow(2, 0, g * patch)
+                               .narrow(3, 0, g * patch)
+                               .reshape({N, 3, g, patch, g, patch})
+                               .permute({0, 2, 4, 1, 3, 5})
+                               .reshape({N * g * g, K});
+    return linear(patches, conv1.reshape({W, K})).view({N, g * g, W});
+  }
+
   /// images [N, 3, R, R] f32 (checked by the caller) -> [N, embed] f32.
   Tensor forward(const Tensor& images, Trace* trace) const {
-    const int64_t N = images.size(0), W = proj.size(0);
-    Tensor x = conv1_int8.defined() ? conv2d_int8(images, conv1_int8, Tensor(), {patch, patch})
-                                    : conv2d(images, conv1, Tensor(), {patch, patch});  // [N, W, g, g]
-    if (trace) trace->emplace_back("visual.conv1", x);
-    const int64_t P = x.size(2) * x.size(3);
-    Tensor tokens = x.view({N, W, P}).permute({0, 2, 1});                 // [N, P, W]
-    Tensor cls = class_embedding.reshape({1, 1, W}).expand({N, 1, W});
-    x = concat({cls, tokens}, 1);                                         // [N, P + 1, W], contiguous
+    const int64_t N = images.size(0), W = proj.size(0), g = images.size(2) / patch;
+    const Tensor tokens = patch_tokens(images);  // [N, P, W]
+    if (trace) trace->emplace_back("visual.conv1", tokens.reshape({N, g, g, W}).permute({0, 3, 1, 2}));
+    const Tensor cls = class_embedding.reshape({1, 1, W}).expand({N, 1, W});
+    Tensor x = concat({cls, tokens}, 1);                                  // [N, P + 1, W], contiguous
     add_(x, positional_embedding);
     x = ln_pre(x);
     if (trace) trace->emplace_back("visual.ln_pre", x.clone());
