@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <initializer_list>
 #include <limits>
 #include <string>
@@ -619,65 +620,30 @@ TEST_CASE("gemm f32: the fused ReLU keeps NaN as the unfused one does") {
 }
 
 #if GA_X86_F32_KERNELS
-TEST_CASE("quick_gelu_avx512: within 3 ulp of x / (1 + e^t), t = -1.702 x in f32, and its special values") {
-  if (!ga::backend::cpu::detail::f32_avx512_supported()) {
-    MESSAGE("this CPU does not run AVX-512: f32 QuickGELU is Eigen's here");
-    return;
-  }
-  std::vector<float> x;
-  for (double v = -120; v <= 120; v += 0.00731) x.push_back(float(v));
-  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
-  const std::vector<float> special{0.0f, -0.0f, 1e-30f, -1e-30f, 1e-40f, -1e-40f, 3e38f, -3e38f, inf, -inf, nan,
-                                   -9.0f, -52.1f, -52.2f, 87.3f / -1.702f, 51.3f};
-  x.insert(x.end(), special.begin(), special.end());
-  x.push_back(0.5f);  // 1 + 16 * k + 1 values: a masked tail of one lane
-  std::vector<float> y(x.size());
-  ga::backend::cpu::detail::quick_gelu_avx512(x.data(), y.data(), int64_t(x.size()));
-  int64_t bad = 0;
-  double worst_ulp = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    // The reference rounds t to f32, as PyTorch's f32 QuickGELU (and ours) computes it.
-    const float t = -1.702f * x[i];
-    const double want = double(x[i]) / (1 + std::exp(double(t)));
-    if (std::isnan(want) || std::isinf(want)) {
-      bad += std::isnan(want) ? !std::isnan(y[i]) : double(y[i]) != want;
-      continue;
-    }
-    const double err = std::abs(double(y[i]) - want);
-    if (std::abs(want) < 2e-37) {
-      bad += !(err <= 2e-37);
-      continue;
-    }
-    const float wf = float(want);
-    const double ulp = double(std::nextafter(std::abs(wf), inf) - std::abs(wf));
-    worst_ulp = std::max(worst_ulp, err / ulp);
-    bad += !(err <= 3 * ulp);
-  }
-  INFO("worst error " << worst_ulp << " ulp");
-  CHECK(bad == 0);
-  // Sign and nan handling as PyTorch's x * sigmoid(1.702 x).
-  auto f = [](float v) {
-    float out = 0;
-    ga::backend::cpu::detail::quick_gelu_avx512(&v, &out, 1);
-    return out;
-  };
-  CHECK(std::isnan(f(nan)));
-  CHECK(std::isnan(f(-inf)));
-  CHECK(f(inf) == inf);
-  CHECK(f(3e38f) == 3e38f);
-  CHECK((f(-3e38f) == 0.0f && std::signbit(f(-3e38f))));
-  CHECK((f(-0.0f) == 0.0f && std::signbit(f(-0.0f))));
-  CHECK(f(1e-40f) == 0.5f * 1e-40f);
-}
-
 namespace {
 
-/// Applies one of activation_avx512.hpp's vector functions to each value of x, one vector at
-/// a time (the last one partial: a masked tail).
-template <__m512 (*F)(__m512)>
-std::vector<float> map_each(const std::vector<float>& x) {
+using MapFn = void (*)(const float*, float*, int64_t);
+
+/// The vector activations of one instruction set (activation_simd.hpp), each mapped over an
+/// array one vector at a time (the last one partial: a masked tail).
+struct SimdActivations {
+  const char* name;
+  bool supported;
+  MapFn quick_gelu, erf, gelu;
+};
+
+std::vector<SimdActivations> simd_activations() {
+  namespace a512 = ga::backend::cpu::activation_avx512;
+  namespace a256 = ga::backend::cpu::activation_avx2;
+  return {{"avx512", ga::backend::cpu::detail::f32_avx512_supported(), a512::map<a512::quick_gelu>,
+           a512::map<a512::erf_approx>, a512::map<a512::gelu>},
+          {"avx2", ga::backend::cpu::detail::f32_avx2_supported(), a256::map<a256::quick_gelu>,
+           a256::map<a256::erf_approx>, a256::map<a256::gelu>}};
+}
+
+std::vector<float> map_each(MapFn f, const std::vector<float>& x) {
   std::vector<float> y(x.size());
-  ga::backend::cpu::detail::map_avx512<F>(x.data(), y.data(), int64_t(x.size()));
+  f(x.data(), y.data(), int64_t(x.size()));
   return y;
 }
 
@@ -695,67 +661,138 @@ std::vector<float> erf_test_points(double range, double step, std::initializer_l
   return x;
 }
 
+const float kInf = std::numeric_limits<float>::infinity(), kNan = std::nanf("");
+
+std::vector<float> quick_gelu_points() {
+  std::vector<float> x;
+  for (double v = -120; v <= 120; v += 0.00731) x.push_back(float(v));
+  const std::vector<float> special{0.0f, -0.0f, 1e-30f, -1e-30f, 1e-40f, -1e-40f, 3e38f, -3e38f, kInf, -kInf, kNan,
+                                   -9.0f, -52.1f, -52.2f, 87.3f / -1.702f, 51.3f};
+  x.insert(x.end(), special.begin(), special.end());
+  x.push_back(0.5f);  // 1 + 16 * k + 1 values: a masked tail of one lane
+  return x;
+}
+
 }  // namespace
 
-TEST_CASE("erf_avx512 and gelu_avx512: within their bounds of the exact functions, and their special values") {
-  using ga::backend::cpu::detail::erf_avx512;
-  using ga::backend::cpu::detail::gelu_avx512;
-  if (!ga::backend::cpu::detail::f32_avx512_supported()) {
-    MESSAGE("this CPU does not run AVX-512: f32 GELU is the scalar std::erf formula here");
+TEST_CASE("simd quick_gelu: within 3 ulp of x / (1 + e^t), t = -1.702 x in f32, and its special values") {
+  for (const SimdActivations& s : simd_activations()) {
+    if (!s.supported) {
+      MESSAGE("this CPU does not run " << s.name);
+      continue;
+    }
+    INFO(s.name);
+    const std::vector<float> x = quick_gelu_points(), y = map_each(s.quick_gelu, x);
+    int64_t bad = 0;
+    double worst_ulp = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      // The reference rounds t to f32, as PyTorch's f32 QuickGELU (and ours) computes it.
+      const float t = -1.702f * x[i];
+      const double want = double(x[i]) / (1 + std::exp(double(t)));
+      if (std::isnan(want) || std::isinf(want)) {
+        bad += std::isnan(want) ? !std::isnan(y[i]) : double(y[i]) != want;
+        continue;
+      }
+      const double err = std::abs(double(y[i]) - want);
+      if (std::abs(want) < 2e-37) {
+        bad += !(err <= 2e-37);
+        continue;
+      }
+      const float wf = float(want);
+      const double ulp = double(std::nextafter(std::abs(wf), kInf) - std::abs(wf));
+      worst_ulp = std::max(worst_ulp, err / ulp);
+      bad += !(err <= 3 * ulp);
+    }
+    INFO("worst error " << worst_ulp << " ulp");
+    CHECK(bad == 0);
+    // Sign and nan handling as PyTorch's x * sigmoid(1.702 x).
+    auto f = [&](float v) { return map_each(s.quick_gelu, {v})[0]; };
+    CHECK(std::isnan(f(kNan)));
+    CHECK(std::isnan(f(-kInf)));
+    CHECK(f(kInf) == kInf);
+    CHECK(f(3e38f) == 3e38f);
+    CHECK((f(-3e38f) == 0.0f && std::signbit(f(-3e38f))));
+    CHECK((f(-0.0f) == 0.0f && std::signbit(f(-0.0f))));
+    CHECK(f(1e-40f) == 0.5f * 1e-40f);
+  }
+}
+
+TEST_CASE("simd erf and gelu: within their bounds of the exact functions, and their special values") {
+  for (const SimdActivations& s : simd_activations()) {
+    if (!s.supported) {
+      MESSAGE("this CPU does not run " << s.name);
+      continue;
+    }
+    INFO(s.name);
+    {  // erf: within 8e-8 of the exact value, odd, +-1 from 3.92 on (f32's erf rounds to +-1 there)
+      std::vector<float> z = erf_test_points(6, 0.000613, {1.0f, 3.92f});
+      z.push_back(0.25f);  // 16 k + 1 values: a masked tail
+      const std::vector<float> e = map_each(s.erf, z);
+      int64_t bad = 0;
+      double worst = 0;
+      for (size_t i = 0; i < z.size(); ++i) {
+        const double err = std::abs(double(e[i]) - std::erf(double(z[i])));
+        worst = std::max(worst, err);
+        bad += !(err <= 8e-8);
+        if (std::abs(z[i]) >= 3.92f) bad += e[i] != std::copysign(1.0f, z[i]);
+      }
+      INFO("erf: worst error " << worst);
+      CHECK(bad == 0);
+      const std::vector<float> es = map_each(s.erf, {0.0f, -0.0f, 1e-40f, kInf, -kInf, kNan});
+      CHECK((es[0] == 0.0f && !std::signbit(es[0])));
+      CHECK((es[1] == 0.0f && std::signbit(es[1])));
+      CHECK(std::abs(double(es[2]) - 1.1283791670955126e-40) <= 2e-45);  // 2 / sqrt(pi) z, a subnormal
+      CHECK(es[3] == 1.0f);
+      CHECK(es[4] == -1.0f);
+      CHECK(std::isnan(es[5]));
+    }
+    {  // GELU: within 0.6e-7 |x| + 2 ulp of x Phi(x) (erf's error, made absolute by 1 + erf)
+      std::vector<float> x = erf_test_points(12, 0.000731, {1.41421356f, 5.5437212f});
+      x.push_back(0.5f);
+      const std::vector<float> y = map_each(s.gelu, x);
+      int64_t bad = 0;
+      double worst = 0;
+      for (size_t i = 0; i < x.size(); ++i) {
+        const double xd = x[i], want = 0.5 * xd * (1 + std::erf(xd / std::sqrt(2.0)));
+        const float wf = float(want);
+        const double ulp = std::max(double(std::nextafter(std::abs(wf), kInf) - std::abs(wf)), 1e-45);
+        const double bound = 0.6e-7 * std::abs(xd) + 2 * ulp, err = std::abs(double(y[i]) - want);
+        worst = std::max(worst, err / bound);
+        bad += !(err <= bound);
+      }
+      INFO("gelu: worst error " << worst << " of the bound");
+      CHECK(bad == 0);
+      // Edge values as PyTorch's (x * 0.5) * (1 + erf(x / sqrt 2)) in f32.
+      const std::vector<float> special{kInf, -kInf, kNan, -0.0f, -6.0f, -100.0f, -3e38f, 3e38f, 1e-40f};
+      const std::vector<float> g = map_each(s.gelu, special);
+      CHECK(g[0] == kInf);
+      CHECK(std::isnan(g[1]));
+      CHECK(std::isnan(g[2]));
+      for (size_t i : {size_t(3), size_t(4), size_t(5), size_t(6)}) {
+        INFO("gelu(" << special[i] << ") = " << g[i]);
+        CHECK((g[i] == 0.0f && std::signbit(g[i])));
+      }
+      CHECK(g[7] == 3e38f);
+      CHECK(g[8] == 0.5f * 1e-40f);
+    }
+  }
+}
+
+TEST_CASE("simd activations: the AVX-512 and AVX2 versions give the same bits") {
+  const std::vector<SimdActivations> sets = simd_activations();
+  if (!sets[0].supported || !sets[1].supported) {
+    MESSAGE("this CPU does not run both AVX-512 and AVX2");
     return;
   }
-  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
-  {  // erf: within 8e-8 of the exact value, odd, +-1 from 3.92 on (f32's erf rounds to +-1 there)
-    std::vector<float> z = erf_test_points(6, 0.000613, {1.0f, 3.92f});
-    z.push_back(0.25f);  // 16 k + 1 values: a masked tail
-    const std::vector<float> e = map_each<erf_avx512>(z);
-    int64_t bad = 0;
-    double worst = 0;
-    for (size_t i = 0; i < z.size(); ++i) {
-      const double err = std::abs(double(e[i]) - std::erf(double(z[i])));
-      worst = std::max(worst, err);
-      bad += !(err <= 8e-8);
-      if (std::abs(z[i]) >= 3.92f) bad += e[i] != std::copysign(1.0f, z[i]);
-    }
-    INFO("erf: worst error " << worst);
-    CHECK(bad == 0);
-    const std::vector<float> special{0.0f, -0.0f, 1e-40f, inf, -inf, nan};
-    const std::vector<float> es = map_each<erf_avx512>(special);
-    CHECK((es[0] == 0.0f && !std::signbit(es[0])));
-    CHECK((es[1] == 0.0f && std::signbit(es[1])));
-    CHECK(std::abs(double(es[2]) - 1.1283791670955126e-40) <= 2e-45);  // 2 / sqrt(pi) z, a subnormal
-    CHECK(es[3] == 1.0f);
-    CHECK(es[4] == -1.0f);
-    CHECK(std::isnan(es[5]));
-  }
-  {  // GELU: within 0.6e-7 |x| + 2 ulp of x Phi(x) (erf's error, made absolute by 1 + erf)
-    std::vector<float> x = erf_test_points(12, 0.000731, {1.41421356f, 5.5437212f});
-    x.push_back(0.5f);
-    const std::vector<float> y = map_each<gelu_avx512>(x);
-    int64_t bad = 0;
-    double worst = 0;
-    for (size_t i = 0; i < x.size(); ++i) {
-      const double xd = x[i], want = 0.5 * xd * (1 + std::erf(xd / std::sqrt(2.0)));
-      const float wf = float(want);
-      const double ulp = std::max(double(std::nextafter(std::abs(wf), inf) - std::abs(wf)), 1e-45);
-      const double bound = 0.6e-7 * std::abs(xd) + 2 * ulp, err = std::abs(double(y[i]) - want);
-      worst = std::max(worst, err / bound);
-      bad += !(err <= bound);
-    }
-    INFO("gelu: worst error " << worst << " of the bound");
-    CHECK(bad == 0);
-    // Edge values as PyTorch's (x * 0.5) * (1 + erf(x / sqrt 2)) in f32.
-    const std::vector<float> special{inf, -inf, nan, -0.0f, -6.0f, -100.0f, -3e38f, 3e38f, 1e-40f};
-    const std::vector<float> g = map_each<gelu_avx512>(special);
-    CHECK(g[0] == inf);
-    CHECK(std::isnan(g[1]));
-    CHECK(std::isnan(g[2]));
-    for (size_t i : {size_t(3), size_t(4), size_t(5), size_t(6)}) {
-      INFO("gelu(" << special[i] << ") = " << g[i]);
-      CHECK((g[i] == 0.0f && std::signbit(g[i])));
-    }
-    CHECK(g[7] == 3e38f);
-    CHECK(g[8] == 0.5f * 1e-40f);
-  }
+  std::vector<float> x = quick_gelu_points();
+  const std::vector<float> more = erf_test_points(12, 0.000731, {1.0f, 1.41421356f, 3.92f, 5.5437212f});
+  x.insert(x.end(), more.begin(), more.end());
+  for (float v : {1e-45f, -1e-45f, 1.17e-38f, -1.17e-38f}) x.push_back(v);  // subnormal and smallest normal
+  auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  };
+  CHECK(same_bits(map_each(sets[0].quick_gelu, x), map_each(sets[1].quick_gelu, x)));
+  CHECK(same_bits(map_each(sets[0].erf, x), map_each(sets[1].erf, x)));
+  CHECK(same_bits(map_each(sets[0].gelu, x), map_each(sets[1].gelu, x)));
 }
 #endif

@@ -1,5 +1,5 @@
 // CPU: which x86 instruction sets the kernels may use, probed at run time. The kernels are
-// compiled with per-function target attributes (GA_TARGET_AVX512F), so a portable build
+// compiled with per-function target attributes (GA_TARGET_AVX512F, GA_TARGET_AVX2), so a portable build
 // carries them and runs them only where the CPU (and the OS) allow.
 #pragma once
 
@@ -7,6 +7,7 @@
 #define GA_X86_F32_KERNELS 1
 #include <immintrin.h>
 #define GA_TARGET_AVX512F __attribute__((target("avx512f,fma")))
+#define GA_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #else
 #define GA_X86_F32_KERNELS 0
 #endif
@@ -38,6 +39,21 @@ inline bool probe_f32_avx512() {
 
 inline bool f32_avx512_supported() {
   static const bool s = probe_f32_avx512();
+  return s;
+}
+
+/// AVX2 and FMA with the OS saving the ymm state.
+inline bool probe_f32_avx2() {
+#if GA_X86_F32_KERNELS
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+inline bool f32_avx2_supported() {
+  static const bool s = probe_f32_avx2();
   return s;
 }
 

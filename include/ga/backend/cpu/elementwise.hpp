@@ -9,7 +9,7 @@
 
 #include <Eigen/Core>
 
-#include "activation_avx512.hpp"
+#include "activation_simd.hpp"
 #include "cpu_backend.hpp"
 
 #if GA_EMIT_CPU_KERNELS
@@ -109,8 +109,8 @@ inline bool unary_through_buffer(const T* x, int64_t xs, T* y, int64_t ys, int64
 /// epilogue holds it. So those functions run only in whole packets: in place where x and y
 /// are aligned whole packets, else over blocks copied into an aligned buffer padded to whole
 /// packets. Every value then gets the packet code's bits, wherever it lies. (f32 QuickGELU
-/// and GELU on a CPU that runs AVX-512 are activation_avx512.hpp's instead, whose bits do not
-/// depend on where a value lies either.)
+/// and GELU on a CPU that runs AVX-512 or AVX2 are activation_simd.hpp's instead, whose bits
+/// do not depend on where a value lies either, nor on which of the two runs them.)
 template <class T>
 inline bool unary_eigen(UnaryOp op, const T* x, int64_t xs, T* y, int64_t ys, int64_t n, T a, T b) {
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
@@ -118,9 +118,13 @@ inline bool unary_eigen(UnaryOp op, const T* x, int64_t xs, T* y, int64_t ys, in
   const bool contiguous = xs == 1 && ys == 1;
 #if GA_X86_F32_KERNELS
   if constexpr (std::is_same_v<T, float>) {
-    if ((op == UnaryOp::QuickGelu || op == UnaryOp::Gelu) && f32_avx512_supported()) {
-      void (*f)(const float*, float*, int64_t) = quick_gelu_avx512;
-      if (op == UnaryOp::Gelu) f = gelu_avx512;
+    if ((op == UnaryOp::QuickGelu || op == UnaryOp::Gelu) && (f32_avx512_supported() || f32_avx2_supported())) {
+      namespace a512 = activation_avx512;
+      namespace a256 = activation_avx2;
+      const bool wide = f32_avx512_supported(), quick = op == UnaryOp::QuickGelu;
+      void (*const f)(const float*, float*, int64_t) =
+          wide ? (quick ? a512::map<a512::quick_gelu> : a512::map<a512::gelu>)
+               : (quick ? a256::map<a256::quick_gelu> : a256::map<a256::gelu>);
       if (contiguous) {
         f(x, y, n);
         return true;

@@ -42,21 +42,6 @@ inline const char* f32_kernel_name(F32Kernel k) {
 
 namespace detail {
 
-/// AVX2 and FMA with the OS saving the ymm state.
-inline bool probe_f32_avx2() {
-#if GA_X86_F32_KERNELS
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
-
-inline bool f32_avx2_supported() {
-  static const bool s = probe_f32_avx2();
-  return s;
-}
-
 /// The initial setting: Auto, unless the environment variable GA_GEMM_F32 says eigen, or
 /// avx512, avx512dot or avx2 on a machine that runs them. Read once, at the first f32
 /// product.

@@ -14,8 +14,6 @@ namespace ga::backend::cpu::f32_gemm::avx2 {
 
 GA_SIMD_WARNINGS_PUSH  // see cpu_features.hpp
 
-#define GA_TARGET_AVX2 __attribute__((target("avx2,fma")))
-
 // Register block: kMR rows of C (A values broadcast) x kNR columns (two ymm of B): 12
 // accumulators, 2 B registers and a broadcast fill 15 of the 16 ymm registers; 2 B loads and
 // 6 broadcasts per 12 FMAs. Cache blocks: a kMR x kKC panel of A (6 KiB) stays in L1 while a

@@ -170,11 +170,11 @@ GA_TARGET_AVX512F inline __attribute__((always_inline)) void store_activated(__m
     lo = _mm512_max_ps(_mm512_setzero_ps(), lo);
     hi = _mm512_max_ps(_mm512_setzero_ps(), hi);
   } else if (adds.activation == Activation::QuickGelu) {
-    lo = detail::quick_gelu_avx512(lo);
-    if constexpr (MR * NR > 16) hi = detail::quick_gelu_avx512(hi);
+    lo = activation_avx512::quick_gelu(lo);
+    if constexpr (MR * NR > 16) hi = activation_avx512::quick_gelu(hi);
   } else if (adds.activation == Activation::Gelu) {
-    lo = detail::gelu_avx512(lo);
-    if constexpr (MR * NR > 16) hi = detail::gelu_avx512(hi);
+    lo = activation_avx512::gelu(lo);
+    if constexpr (MR * NR > 16) hi = activation_avx512::gelu(hi);
   }
 #pragma GCC unroll 4
   for (int r = 0; r < MR; ++r) {
@@ -333,7 +333,7 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
   const int64_t chunk = (even + 15) / 16 * 16, chunks = (K + chunk - 1) / chunk;
   const int64_t row_tiles = (M + kDotMR - 1) / kDotMR;
   // The activation is applied by the tiles, in registers, where C's rows are contiguous (the
-  // vector functions are the unfused ops' own, activation_avx512.hpp); with C's columns
+  // vector functions are the unfused ops' own, activation_simd.hpp); with C's columns
   // contiguous (a convolution's output), it follows each run of tiles over C.
   const Activation tile_activation = C.cs == 1 ? e.activation : Activation::None;
   const bool adds = e.row_bias || e.col_bias || e.residual || tile_activation != Activation::None;
