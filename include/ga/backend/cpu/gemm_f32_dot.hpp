@@ -402,13 +402,11 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
           }
         }
       }
-      if (e.activation != Activation::None && tile_activation == Activation::None) {  // over C's runs
-        const int64_t c0 = g0 * kDotNR, c1 = std::min(N, g1 * kDotNR);
-        if (C.cs == 1)
-          for (int64_t r = 0; r < M; ++r) detail::activate_row<float>(e.activation, C.p + r * C.rs + c0, c1 - c0);
-        else
-          for (int64_t j = c0; j < c1; ++j) detail::activate_row<float>(e.activation, C.p + j * C.cs, M);
-      }
+      // C's columns contiguous (rs = 1; the tiles applied the activation where cs = 1): over
+      // each column of the run.
+      if (e.activation != Activation::None && tile_activation == Activation::None)
+        for (int64_t j = g0 * kDotNR; j < std::min(N, g1 * kDotNR); ++j)
+          detail::activate_row<float>(e.activation, C.p + j * C.cs, M);
       std::tie(g0, g1) = following;
     }
   };
