@@ -48,8 +48,8 @@ struct VisionTransformerWeights {
   /// column) order: computed that way, the tokens come out as the transformer reads them,
   /// [position, width], where the convolution's [W, g, g] needed a transposing copy, and the
   /// patches cost one gathering copy of the image where im2col and its transpose took two
-  /// passes (together ~0.4 ms of a ViT-B/32 batch-1 forward; bench/RESULTS.md, nineteenth
-  /// session). At batch 1 both take the dot-product form over the same rows, so the bits are
+  /// passes (~0.1 ms less of a ViT-B/32 forward at batch 1, ~3 ms at batch 16;
+  /// bench/RESULTS.md, nineteenth session). At batch 1 both take the dot-product form over the same rows, so the bits are
   /// the convolution's. An int8 weight keeps the convolution, which its quantization was
   /// made for.
   Tensor patch_tokens(const Tensor& images) const {
