@@ -513,6 +513,8 @@ TEST_CASE("gemm f32: conv2d (the implicit GEMM and the im2col path) against a di
       {2, 45, 27, 27, 17, 3, 3, 1, 1, 1, 1},  // K = 405: two k blocks; 729 columns: two B blocks
       {2, 4, 6, 70, 5, 3, 3, 1, 1, 1, 1},     // output rows wider than a 32-column panel
       {2, 6, 9, 8, 4, 2, 3, 1, 2, 0, 1},      // unequal window and strides, one-sided reach
+      {2, 6, 9, 8, 4, 3, 2, 2, 1, 1, 0},      // row stride 2, unit column stride, one-sided reach
+      {1, 4, 5, 6, 3, 3, 3, 1, 1, 2, 2},      // padding past the window's reach: all-zero runs
       {2, 8, 10, 12, 7, 1, 1, 1, 1, 0, 0},    // pointwise: the images are the columns
       // One product spans the batch: register tiles (32 columns) that cross images.
       {16, 20, 7, 7, 14, 1, 1, 1, 1, 0, 0},   // pointwise 7x7 (49 columns an image), 16 images

@@ -124,6 +124,30 @@ GA_TARGET_AVX2 inline void copy_row(float* dst, const float* src) {
   _mm256_storeu_ps(dst + 8, _mm256_loadu_ps(src + 8));
 }
 
+/// A packed B row as two halves of kNR / 2 lanes each (RowHalf), built by masked loads:
+/// lanes [lo, hi) of a half (a LaneMask), the rest zero.
+using RowHalf = __m256;
+using LaneMask = __m256i;
+inline constexpr int64_t kHalfLanes = 8;
+
+/// Lanes [lo, hi) of a half, 0 <= lo <= hi <= kHalfLanes.
+GA_TARGET_AVX2 inline LaneMask lane_range(int64_t lo, int64_t hi) {
+  return _mm256_andnot_si256(first_lanes(lo), first_lanes(hi));
+}
+
+GA_TARGET_AVX2 inline RowHalf zero_half() { return _mm256_setzero_ps(); }
+
+/// h with the lanes in m read from p[lane] (only those are read); h's lanes in m must be zero.
+GA_TARGET_AVX2 inline RowHalf merge_lanes(RowHalf h, LaneMask m, const float* p) {
+  return _mm256_or_ps(h, _mm256_maskload_ps(p, m));
+}
+
+/// dst[0, kNR) = the halves lo, hi.
+GA_TARGET_AVX2 inline void store_halves(float* dst, RowHalf lo, RowHalf hi) {
+  _mm256_storeu_ps(dst, lo);
+  _mm256_storeu_ps(dst + 8, hi);
+}
+
 #define GA_F32_TARGET GA_TARGET_AVX2
 #include "gemm_f32_conv_pack.inl"
 #undef GA_F32_TARGET

@@ -135,6 +135,28 @@ GA_TARGET_AVX512F inline void copy_row(float* dst, const float* src) {
   _mm512_storeu_ps(dst + 16, _mm512_loadu_ps(src + 16));
 }
 
+/// A packed B row as two halves of kNR / 2 lanes each (RowHalf), built by masked loads:
+/// lanes [lo, hi) of a half (a LaneMask), the rest zero.
+using RowHalf = __m512;
+using LaneMask = __mmask16;
+inline constexpr int64_t kHalfLanes = 16;
+
+/// Lanes [lo, hi) of a half, 0 <= lo <= hi <= kHalfLanes.
+inline LaneMask lane_range(int64_t lo, int64_t hi) { return LaneMask(first_lanes(hi) & ~first_lanes(lo)); }
+
+GA_TARGET_AVX512F inline RowHalf zero_half() { return _mm512_setzero_ps(); }
+
+/// h with the lanes in m read from p[lane] (only those are read); h's lanes in m must be zero.
+GA_TARGET_AVX512F inline RowHalf merge_lanes(RowHalf h, LaneMask m, const float* p) {
+  return _mm512_mask_loadu_ps(h, m, p);
+}
+
+/// dst[0, kNR) = the halves lo, hi.
+GA_TARGET_AVX512F inline void store_halves(float* dst, RowHalf lo, RowHalf hi) {
+  _mm512_storeu_ps(dst, lo);
+  _mm512_storeu_ps(dst + 16, hi);
+}
+
 #define GA_F32_TARGET GA_TARGET_AVX512F
 #include "gemm_f32_conv_pack.inl"
 #undef GA_F32_TARGET
