@@ -40,7 +40,15 @@ GA_SIMD_WARNINGS_PUSH  // see cpu_features.hpp
 // (store_activated) where C's rows are contiguous; else the activation follows the group's
 // last tile, while its results are in cache.
 inline constexpr int64_t kDotMR = 4, kDotNR = 6, kDotKC = 1024, kDotGroup = 8;
-inline constexpr int64_t kDotPrefetchMax = kDotNR * kDotKC / 16;  // cache lines of one w tile
+
+/// Cache lines for a dot tile to prefetch: lines [first, first + count) of rows `ld` bytes
+/// apart, each `per_row` lines (64 bytes apart) from its start; row 0 starts at `base`.
+/// (Described rather than listed: a tile's list of up to 384 addresses took as long to
+/// write as a tenth of its arithmetic.)
+struct PrefetchLines {
+  const char* base = nullptr;
+  int64_t ld = 0, per_row = 1, first = 0, count = 0;
+};
 
 /// Whether rows ld floats apart all start in the same L1 sets: ld floats a multiple of 4 KiB.
 /// A dot tile's 4 rows of x and 6 rows of w then need more lines there than the sets have
@@ -188,20 +196,29 @@ GA_TARGET_AVX512F inline __attribute__((always_inline)) void store_activated(__m
 /// C(r, j) = (accumulate ? C(r, j) : 0) + sum_k a[r, k] w[j, k] (+ adds, where given) for
 /// r < MR, j < NR, over kc values of k (rows lda and ldw floats apart, each contiguous along
 /// k), where C(r, j) is c[r * rs + j * cs]. While it runs it prefetches the cache lines
-/// pf[0 .. npf) into L2, one per 16 values of k (npf <= that).
+/// pf names into L2, one per 16 values of k (pf.count <= that).
 template <int MR, int NR>
 GA_TARGET_AVX512F inline void dot_tile(int64_t kc, const float* a, int64_t lda, const float* w, int64_t ldw,
                                        float* c, int64_t rs, int64_t cs, bool accumulate, const DotTileAdds* adds,
-                                       const char* const* pf, int64_t npf) {
+                                       const PrefetchLines& pf) {
   constexpr int kAcc = MR * NR, kGroups = (kAcc + 15) / 16;
   static_assert(kGroups <= 2, "dot_tile's sums are written for at most 32 accumulators");
   // acc[r * NR + j]. The loops over it are unrolled so that it lives in registers.
   __m512 acc[kAcc];
 #pragma GCC unroll 32
   for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_setzero_ps();
+  // The next line to prefetch: line `line` of the row at pf_row.
+  const char* pf_row = pf.base + (pf.count > 0 ? pf.first / pf.per_row * pf.ld : 0);
+  int64_t line = pf.count > 0 ? pf.first % pf.per_row : 0;
   int64_t k = 0;
   for (int64_t s = 0; k + 16 <= kc; k += 16, ++s) {
-    if (s < npf) _mm_prefetch(pf[s], _MM_HINT_T1);
+    if (s < pf.count) {
+      _mm_prefetch(pf_row + line * 64, _MM_HINT_T1);
+      if (++line == pf.per_row) {
+        line = 0;
+        pf_row += pf.ld;
+      }
+    }
     __m512 wv[NR];
 #pragma GCC unroll 32
     for (int j = 0; j < NR; ++j) {
@@ -273,7 +290,7 @@ GA_TARGET_AVX512F inline void dot_tile(int64_t kc, const float* a, int64_t lda, 
 }
 
 using DotTile = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, bool,
-                         const DotTileAdds*, const char* const*, int64_t);
+                         const DotTileAdds*, const PrefetchLines&);
 
 /// The tile for rows x cols (1 <= rows <= kDotMR, 1 <= cols <= kDotNR).
 inline DotTile dot_tile_for(int64_t rows, int64_t cols) {
@@ -354,16 +371,12 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
     return {t0, t0 + take};
   };
   auto work = [&]() {
-    std::array<const char*, kDotPrefetchMax> pf;
-    // The cache lines of tile t's k chunk q.
+    // The cache lines of tile t's k chunk q (its rows' runs of k), all of them.
     auto tile_lines = [&](int64_t t, int64_t q) {
-      int64_t n = 0;
       const int64_t k0 = q * chunk, bytes = std::min(chunk, K - k0) * int64_t(sizeof(float));
-      for (int64_t j = t * kDotNR; j < std::min(N, t * kDotNR + kDotNR); ++j) {
-        const char* row = reinterpret_cast<const char*>(w + j * ldw + k0);
-        for (int64_t b = 0; b < bytes; b += 64) pf[size_t(n++)] = row + b;
-      }
-      return n;
+      const int64_t per_row = (bytes + 63) / 64, rows = std::min(N, t * kDotNR + kDotNR) - t * kDotNR;
+      return PrefetchLines{reinterpret_cast<const char*>(w + t * kDotNR * ldw + k0), ldw * int64_t(sizeof(float)),
+                           per_row, 0, rows * per_row};
     };
     int64_t g0 = 0, g1 = 0;
     std::tie(g0, g1) = claim();
@@ -387,18 +400,20 @@ inline void dot_gemm(const float* a, int64_t lda, const float* w, int64_t ldw, c
               nq = 0;
             }
           }
-          const int64_t lines = nt < tiles ? tile_lines(nt, nq) : 0;
+          const PrefetchLines next = nt < tiles ? tile_lines(nt, nq) : PrefetchLines{};
+          const int64_t lines = next.count;
           const int64_t n0 = t * kDotNR, cols = std::min(kDotNR, N - n0);
           // The prefetches spread over the row tiles, one per k step at most.
           const int64_t per_tile = std::min(kc / 16, (lines + row_tiles - 1) / row_tiles);
           for (int64_t m = 0, i = 0; m < M; m += kDotMR, ++i) {
             const int64_t rows = std::min(kDotMR, M - m);
-            const int64_t p0 = std::min(lines, i * per_tile), p1 = std::min(lines, p0 + per_tile);
+            PrefetchLines part = next;
+            part.first = std::min(lines, i * per_tile);
+            part.count = std::min(lines, part.first + per_tile) - part.first;
             const DotTileAdds tile_adds{e.row_bias ? e.row_bias + m : nullptr, e.col_bias ? e.col_bias + n0 : nullptr,
                                         e.residual ? e.residual + m * C.rs + n0 * C.cs : nullptr, tile_activation};
             dot_tile_for(rows, cols)(kc, a + m * lda + k0, lda, w + n0 * ldw + k0, ldw, C.p + m * C.rs + n0 * C.cs,
-                                     C.rs, C.cs, q > 0, last && adds ? &tile_adds : nullptr, pf.data() + p0,
-                                     p1 - p0);
+                                     C.rs, C.cs, q > 0, last && adds ? &tile_adds : nullptr, part);
           }
         }
       }
