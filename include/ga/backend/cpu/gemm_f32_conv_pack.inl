@@ -34,8 +34,10 @@ GA_F32_TARGET inline void pack_conv_panels_unit_stride(const BSource& src, int64
                                                            int64_t nc, float* out) {
   const Window2d& g = src.window;
   const int64_t KK = g.kh * g.kw, plane = src.H * src.W;
-  // One masked load: the lanes `mask` of half `half`, lane l read from the channel's plane
-  // (in the first image's coordinates) at `offset` + l.
+  // One masked load into the half whose list holds it: its lanes `mask`, lane l read from
+  // the channel's plane (in the first image's coordinates) at `offset` + l. The offset may
+  // point before the run's first column (by the lanes in front of it, which are masked off
+  // and never read).
   struct Load {
     LaneMask mask;
     int64_t offset;
