@@ -49,9 +49,9 @@ struct VisionTransformerWeights {
   /// [position, width], where the convolution's [W, g, g] needed a transposing copy, and the
   /// patches cost one gathering copy of the image where im2col and its transpose took two
   /// passes (~0.1 ms less of a ViT-B/32 forward at batch 1, ~3 ms at batch 16;
-  /// bench/RESULTS.md, nineteenth session). At batch 1 both take the dot-product form over the same rows, so the bits are
-  /// the convolution's. An int8 weight keeps the convolution, which its quantization was
-  /// made for.
+  /// bench/RESULTS.md, nineteenth session). At batch 1 both take the dot-product form over
+  /// the same rows, so the bits are the convolution's. An int8 weight keeps the
+  /// convolution, which its quantization was made for.
   Tensor patch_tokens(const Tensor& images) const {
     const int64_t N = images.size(0), g = images.size(2) / patch, W = proj.size(0), K = 3 * patch * patch;
     if (conv1_int8.defined())
