@@ -225,7 +225,11 @@ TEST_CASE("int8: conv2d on grid values is the exact convolution (windows, stride
   for (Int8Inputs inputs : kBothInputs)
     for (const Geo& g :
          {Geo{1, 3, 9, 9, 5, 3, 1, 1}, Geo{2, 8, 7, 6, 17, 1, 1, 0}, Geo{2, 3, 15, 15, 8, 7, 2, 3},
-          Geo{1, 5, 10, 10, 16, 3, 2, 1}, Geo{2, 3, 64, 64, 20, 32, 32, 0}, Geo{3, 33, 5, 5, 9, 3, 1, 1}}) {
+          Geo{1, 5, 10, 10, 16, 3, 2, 1}, Geo{2, 3, 64, 64, 20, 32, 32, 0}, Geo{3, 33, 5, 5, 9, 3, 1, 1},
+          // One image of 76140 values: its range found in pieces, its quantized pixels
+          // transposed 16 x 16 bytes at a time, with a partial channel group (36 = 16 + 16 +
+          // 4) and a partial pixel block (2115 pixels in two blocks) left over.
+          Geo{1, 36, 47, 45, 24, 3, 1, 1}}) {
       CAPTURE(top_of(inputs));
       CAPTURE(g.C);
       CAPTURE(g.k);
@@ -340,6 +344,23 @@ TEST_CASE("int8: non-finite inputs give NaN rows; bad weights and gradients are 
   CHECK_THROWS_WITH_AS(ga::quantize_int8(bad), doctest::Contains("output channel 1"), ga::ValueError);
   CHECK_THROWS_AS(ga::linear_int8(ga::ones({2, 7}), q), ga::ShapeError);
   CHECK_THROWS_AS(ga::conv2d_int8(ga::ones({1, 5, 4, 4}), q), ga::ShapeError);
+
+  // A convolution quantizes each image as a whole: one NaN anywhere in it (here near the
+  // end of a large image, whose range is found in pieces) makes all its outputs NaN, and
+  // leaves the other image's alone.
+  const int64_t C = 16, H = 80, W = 80;
+  Tensor images = ga::ones({2, C, H, W});
+  static_cast<float*>(images.raw_data())[C * H * W - 7] = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<double> out =
+      values_of(ga::conv2d_int8(images, ga::quantize_int8(ga::ones({2, C, 1, 1}))));
+  size_t first_nan = 0, later_nan = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    const bool first = i < out.size() / 2;
+    if (std::isnan(out[i])) (first ? first_nan : later_nan)++;
+    else if (!first) CHECK(out[i] == doctest::Approx(16.0).epsilon(1e-6));
+  }
+  CHECK(first_nan == out.size() / 2);
+  CHECK(later_nan == 0);
 }
 
 TEST_CASE("int8: an input that requires a gradient is refused") {
