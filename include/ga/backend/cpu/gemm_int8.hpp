@@ -694,8 +694,8 @@ struct Finisher {
     activation = e.activation;
   }
   /// Stores o[r] = the epilogue of v[r] for r < rows <= kMR: the results of column n, which
-  /// go to consecutive places of out. One pass, one store per value; a full tile's run has a
-  /// constant length, so its loops compile to vector code.
+  /// go to consecutive places of out. One pass, one store per value; on x86 a full tile's run
+  /// without an activation or with ReLU is one SSE vector (column_sse).
   void column(float* o, const float* v, int64_t rows, int64_t n) const {
 #if GA_X86_INT8_KERNELS
     if (rows == kMR && (activation == Activation::None || activation == Activation::Relu))
