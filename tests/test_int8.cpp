@@ -250,6 +250,128 @@ TEST_CASE("int8: conv2d on grid values is the exact convolution (windows, stride
     }
 }
 
+/// conv2d_int8 without bias as the documented rule computes it, in the same f32 operations:
+/// each image's range [min(x, 0), max(x, 0)] in `top` steps (scale = (hi - lo) / top, zero =
+/// round(-lo / scale)), q = clamp(round(x * (1 / scale)) + zero, 0, top); each output
+/// channel's weights by amax / 63, clamped to [-63, 63]; the exact integer sum over the
+/// window's taps inside the image of (q - zero) * qw, converted to f32, times (scale *
+/// weight scale). Rounding is to nearest, ties to even, as the library documents.
+std::vector<float> emulated_conv_int8(const std::vector<float>& x, const std::vector<float>& w, int64_t B, int64_t C,
+                                      int64_t H, int64_t W, int64_t O, int64_t k, int64_t stride, int64_t pad,
+                                      int top) {
+  const int64_t OH = (H + 2 * pad - k) / stride + 1, OW = (W + 2 * pad - k) / stride + 1, per = C * k * k;
+  std::vector<float> wscale(static_cast<size_t>(O));
+  std::vector<int> qw(w.size());
+  for (int64_t o = 0; o < O; ++o) {
+    float amax = 0;
+    for (int64_t i = 0; i < per; ++i) amax = std::max(amax, std::fabs(w[static_cast<size_t>(o * per + i)]));
+    const float sc = amax > 0 ? amax / 63 : 1.0f;
+    wscale[static_cast<size_t>(o)] = sc;
+    for (int64_t i = 0; i < per; ++i) {
+      const float v = std::nearbyint(w[static_cast<size_t>(o * per + i)] / sc);
+      qw[static_cast<size_t>(o * per + i)] = static_cast<int>(std::min(63.0f, std::max(-63.0f, v)));
+    }
+  }
+  std::vector<float> y(static_cast<size_t>(B * O * OH * OW));
+  for (int64_t b = 0; b < B; ++b) {
+    const float* img = x.data() + b * C * H * W;
+    float lo = 0, hi = 0;
+    for (int64_t i = 0; i < C * H * W; ++i) {
+      lo = std::min(lo, img[i]);
+      hi = std::max(hi, img[i]);
+    }
+    const float scale = (hi - lo) / static_cast<float>(top);
+    const int zero = static_cast<int>(std::min(static_cast<float>(top), std::max(0.0f, std::nearbyint(-lo / scale))));
+    const float inv = 1.0f / scale;
+    std::vector<int> q(static_cast<size_t>(C * H * W));
+    for (int64_t i = 0; i < C * H * W; ++i) {
+      const float v = std::nearbyint(img[i] * inv) + static_cast<float>(zero);
+      q[static_cast<size_t>(i)] = static_cast<int>(std::min(static_cast<float>(top), std::max(0.0f, v)));
+    }
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t oy = 0; oy < OH; ++oy)
+        for (int64_t ox = 0; ox < OW; ++ox) {
+          int64_t acc = 0;
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t i = 0; i < k; ++i)
+              for (int64_t j = 0; j < k; ++j) {
+                const int64_t iy = oy * stride - pad + i, ix = ox * stride - pad + j;
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                acc += int64_t(q[static_cast<size_t>((c * H + iy) * W + ix)] - zero) *
+                       qw[static_cast<size_t>(((o * C + c) * k + i) * k + j)];
+              }
+          y[static_cast<size_t>(((b * O + o) * OH + oy) * OW + ox)] =
+              static_cast<float>(acc) * (scale * wscale[static_cast<size_t>(o)]);
+        }
+  }
+  return y;
+}
+
+TEST_CASE("int8: conv2d on values off the grid is the documented quantization, bit for bit") {
+  // Random values, whose quantization rounds (and, at the range's ends, clamps). Channel
+  // counts that are whole groups of 16 (quantized and transposed in registers where the CPU
+  // has AVX-512) and not (through a buffer), pixel counts with a partial block of 16.
+  ga::NoGradGuard no_grad;
+  std::mt19937 rng(23);
+  struct Geo { int64_t B, C, H, W, O, k, stride, pad; };
+  for (Int8Inputs inputs : kBothInputs)
+    for (const Geo& g : {Geo{1, 32, 13, 11, 20, 3, 1, 1}, Geo{2, 16, 9, 7, 18, 1, 1, 0}, Geo{1, 20, 10, 9, 16, 3, 2, 1},
+                         Geo{2, 48, 5, 5, 33, 1, 1, 0}}) {
+      CAPTURE(top_of(inputs));
+      CAPTURE(g.C);
+      CAPTURE(g.k);
+      std::normal_distribution<float> normal(0.3f, 1.0f);
+      std::vector<float> x(static_cast<size_t>(g.B * g.C * g.H * g.W)), w(static_cast<size_t>(g.O * g.C * g.k * g.k));
+      for (auto& v : x) v = normal(rng);
+      for (auto& v : w) v = 0.1f * normal(rng);
+      const std::vector<float> want = emulated_conv_int8(x, w, g.B, g.C, g.H, g.W, g.O, g.k, g.stride, g.pad,
+                                                         top_of(inputs));
+      const Tensor y = ga::conv2d_int8(ga::tensor(x, {g.B, g.C, g.H, g.W}),
+                                       ga::quantize_int8(ga::tensor(w, {g.O, g.C, g.k, g.k}), inputs), Tensor(),
+                                       {g.stride, g.stride}, {g.pad, g.pad});
+      const Tensor yc = y.contiguous();
+      const float* got = static_cast<const float*>(yc.raw_data());
+      REQUIRE(static_cast<size_t>(yc.numel()) == want.size());
+      size_t differing = 0;
+      for (size_t i = 0; i < want.size(); ++i) differing += got[i] != want[i];
+      CHECK(differing == 0);
+    }
+}
+
+TEST_CASE("int8: conv2d clamps a value whose two roundings reach top + 1") {
+  // With these extremes (found by a search over random ranges), the documented rule's
+  // round(hi / scale) + zero is top + 1, so the clamp to top matters: the image's maximum
+  // must quantize to top, in every pixel position (16-pixel blocks and the partial one).
+  ga::NoGradGuard no_grad;
+  struct Case { Int8Inputs inputs; float lo, hi; };
+  for (const Case& k :
+       {Case{Int8Inputs::Bits7, -2.31911755f, 2.98769164f}, Case{Int8Inputs::Bits8, -1.70222712f, 1.54921794f}}) {
+    const int top = top_of(k.inputs);
+    CAPTURE(top);
+    const float scale = (k.hi - k.lo) / static_cast<float>(top);
+    const float zero = std::min(static_cast<float>(top), std::max(0.0f, std::nearbyint(-k.lo / scale)));
+    REQUIRE(std::nearbyint(k.hi * (1.0f / scale)) + zero == static_cast<float>(top + 1));  // the premise
+    const int64_t C = 16, H = 6, W = 6, O = 16;
+    std::mt19937 rng(29);
+    std::uniform_real_distribution<float> inside(k.lo, k.hi);
+    std::vector<float> x(static_cast<size_t>(C * H * W)), w(static_cast<size_t>(O * C));
+    for (auto& v : x) v = inside(rng);
+    x[0] = k.lo;
+    for (size_t i : {size_t(5), size_t(33), size_t(2 * H * W + 17), size_t(C * H * W - 1)}) x[i] = k.hi;
+    std::normal_distribution<float> normal(0.0f, 0.1f);
+    for (auto& v : w) v = normal(rng);
+    const std::vector<float> want = emulated_conv_int8(x, w, 1, C, H, W, O, 1, 1, 0, top);
+    const Tensor y =
+        ga::conv2d_int8(ga::tensor(x, {1, C, H, W}), ga::quantize_int8(ga::tensor(w, {O, C, 1, 1}), k.inputs));
+    const Tensor yc = y.contiguous();
+    const float* got = static_cast<const float*>(yc.raw_data());
+    REQUIRE(static_cast<size_t>(yc.numel()) == want.size());
+    size_t differing = 0;
+    for (size_t i = 0; i < want.size(); ++i) differing += got[i] != want[i];
+    CHECK(differing == 0);
+  }
+}
+
 TEST_CASE("int8: conv2d with vertical padding only (whole window rows per kernel call)") {
   ga::NoGradGuard no_grad;
   std::mt19937 rng(17);

@@ -277,14 +277,12 @@ inline RowQuant quant_of(const float* x, int64_t n, int32_t top) {
   return row_quant(e.lo, e.hi, top);
 }
 
-/// dst[i * dst_stride + c] = src[c * src_stride + i] for c, i < 16: a 16 x 16 block of bytes
-/// transposed (on x86 in four rounds of SSE2 unpacks, 3.5x faster than byte by byte).
-inline void transpose_bytes_16x16(const uint8_t* src, int64_t src_stride, uint8_t* dst, int64_t dst_stride) {
 #if GA_X86_INT8_KERNELS
-  // Round by round, the unpacks pair up rows 1, 2, 4, then 8 apart, so that each register
-  // holds 1, 2, 4, then 8 bytes of consecutive rows per column.
-  __m128i r[16], a[16], b[16], c[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i * src_stride));
+/// Stores the transpose of the 16 x 16 bytes in r (row c in r[c]): dst[i * dst_stride + c] =
+/// byte i of r[c]. Four rounds of SSE2 unpacks pair up rows 1, 2, 4, then 8 apart, so that
+/// each register holds 1, 2, 4, then 8 bytes of consecutive rows per column.
+inline void store_transposed_16x16(const __m128i* r, uint8_t* dst, int64_t dst_stride) {
+  __m128i a[16], b[16], c[16];
   for (int j = 0; j < 8; ++j) {  // a[2j], a[2j + 1]: columns 0-7, 8-15 of rows 2j, 2j + 1
     a[2 * j] = _mm_unpacklo_epi8(r[2 * j], r[2 * j + 1]);
     a[2 * j + 1] = _mm_unpackhi_epi8(r[2 * j], r[2 * j + 1]);
@@ -304,6 +302,16 @@ inline void transpose_bytes_16x16(const uint8_t* src, int64_t src_stride, uint8_
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * y * dst_stride), _mm_unpacklo_epi64(c[y], c[8 + y]));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * y + 1) * dst_stride), _mm_unpackhi_epi64(c[y], c[8 + y]));
   }
+}
+#endif
+
+/// dst[i * dst_stride + c] = src[c * src_stride + i] for c, i < 16: a 16 x 16 block of bytes
+/// transposed (on x86 by store_transposed_16x16, 3.5x faster than byte by byte).
+inline void transpose_bytes_16x16(const uint8_t* src, int64_t src_stride, uint8_t* dst, int64_t dst_stride) {
+#if GA_X86_INT8_KERNELS
+  __m128i r[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i * src_stride));
+  store_transposed_16x16(r, dst, dst_stride);
 #else
   for (int64_t i = 0; i < 16; ++i)
     for (int64_t c = 0; c < 16; ++c) dst[i * dst_stride + c] = src[c * src_stride + i];
@@ -321,6 +329,40 @@ inline void quantize(const float* x, int64_t n, RowQuant rq, uint8_t* q) {
 #endif
   quantize_portable(x, n, rq, q);
 }
+
+#if GA_X86_INT8_KERNELS
+GA_SIMD_WARNINGS_PUSH  // see cpu_features.hpp
+
+/// The NHWC bytes of n pixels of one image whose C channels (a multiple of 16) lie HW floats
+/// apart: d[i * C + c] = quantize(x[c * HW + i]) for i < n, c < C, with rq (its scale not
+/// NaN). Sixteen channels' runs of 16 pixels are quantized in zmm registers and transposed
+/// there (store_transposed_16x16), where quantize-then-transpose wrote every byte to a
+/// buffer and read it back. The same operations per value as quantize_avx2 (VCVTPS2DQ
+/// rounds half to even; negative sums go to 0, and VPMOVUSDB saturates above 255, as its
+/// packs do; then the clamp to top), so the same bytes.
+__attribute__((target("avx512f"))) inline void quantize_nhwc_avx512(const float* x, int64_t HW, int64_t C, int64_t n,
+                                                                    RowQuant rq, uint8_t* d) {
+  const __m512 inv = _mm512_set1_ps(1.0f / rq.scale);
+  const __m512i zero = _mm512_set1_epi32(rq.zero), none = _mm512_setzero_si512();
+  const __m128i top = _mm_set1_epi8(static_cast<char>(rq.top));
+  const int64_t whole = n / 16 * 16;
+  for (int64_t c0 = 0; c0 < C; c0 += 16) {
+    for (int64_t i = 0; i < whole; i += 16) {
+      __m128i r[16];
+      for (int c = 0; c < 16; ++c) {
+        const __m512 scaled = _mm512_mul_ps(_mm512_loadu_ps(x + (c0 + c) * HW + i), inv);
+        const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(scaled), zero);
+        r[c] = _mm_min_epu8(_mm512_cvtusepi32_epi8(_mm512_max_epi32(v, none)), top);
+      }
+      store_transposed_16x16(r, d + i * C + c0, C);
+    }
+    for (int64_t c = c0; c < c0 + 16; ++c)  // the last n % 16 pixels, as quantize does them
+      for (int64_t i = whole; i < n; ++i) quantize_portable(x + c * HW + i, 1, rq, d + i * C + c);
+  }
+}
+
+GA_SIMD_WARNINGS_POP
+#endif
 
 // ---- the register kernel: acc[kMR][16] (+)= sum over k4 < K4 of rows[r][4 k4 + j] * b[k4][c][j] ----
 
@@ -954,16 +996,25 @@ GA_CPU_KERNEL void CpuBackend::int8_conv2d(const Tensor& x, const Int8Weight& w,
   // short runs per channel read too many pages at once for the prefetchers: 64-pixel runs
   // made a 1x1 convolution 2x slower.) With fewer images than threads, each image is cut
   // into a multiple of the threads' count of blocks, so that no thread waits on another.
+  // Where the channels come in whole groups of 16 and the CPU has AVX-512, a block skips the
+  // buffer: quantize_nhwc_avx512 quantizes and transposes in registers.
   const int64_t buffer_bytes = int64_t(128) << 10;
   int64_t blocks = std::max<int64_t>(1, (HW * Cp + buffer_bytes - 1) / buffer_bytes);
   if (B < threads) blocks = round_up(blocks, (threads + B - 1) / B);
   const int64_t run = round_up((HW + blocks - 1) / blocks, 16);
   blocks = (HW + run - 1) / run;
   parallel_for(0, B * blocks, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<uint8_t> buf(static_cast<size_t>(Cp * run));
+    std::vector<uint8_t> buf;  // sized on first use: the fused path needs none
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t b = t / blocks, i0 = t % blocks * run, n = std::min(run, HW - i0);
       const RowQuant rq = iq[static_cast<size_t>(b)];
+#if GA_X86_INT8_KERNELS
+      if (C % 16 == 0 && !std::isnan(rq.scale) && detail::f32_avx512_supported()) {
+        quantize_nhwc_avx512(xs + b * C * HW + i0, HW, C, n, rq, q.get() + (b * HW + i0) * Cp);
+        continue;
+      }
+#endif
+      buf.resize(static_cast<size_t>(Cp * run));
       for (int64_t c = 0; c < C; ++c) quantize(xs + (b * C + c) * HW + i0, n, rq, buf.data() + c * run);
       std::memset(buf.data() + C * run, rq.zero, static_cast<size_t>((Cp - C) * run));
       // Locals only: byte stores may alias anything the lambda reaches by reference.
