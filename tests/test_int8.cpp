@@ -307,6 +307,16 @@ std::vector<float> emulated_conv_int8(const std::vector<float>& x, const std::ve
   return y;
 }
 
+/// How many elements of y (f32) differ from want's, bit for bit (want has y's element count).
+size_t elements_differing(const Tensor& y, const std::vector<float>& want) {
+  const Tensor yc = y.contiguous();
+  const float* got = static_cast<const float*>(yc.raw_data());
+  REQUIRE(static_cast<size_t>(yc.numel()) == want.size());
+  size_t differing = 0;
+  for (size_t i = 0; i < want.size(); ++i) differing += got[i] != want[i];
+  return differing;
+}
+
 TEST_CASE("int8: conv2d on values off the grid is the documented quantization, bit for bit") {
   // Random values, whose quantization rounds (and, at the range's ends, clamps). Channel
   // counts that are whole groups of 16 (quantized and transposed in registers where the CPU
@@ -329,12 +339,7 @@ TEST_CASE("int8: conv2d on values off the grid is the documented quantization, b
       const Tensor y = ga::conv2d_int8(ga::tensor(x, {g.B, g.C, g.H, g.W}),
                                        ga::quantize_int8(ga::tensor(w, {g.O, g.C, g.k, g.k}), inputs), Tensor(),
                                        {g.stride, g.stride}, {g.pad, g.pad});
-      const Tensor yc = y.contiguous();
-      const float* got = static_cast<const float*>(yc.raw_data());
-      REQUIRE(static_cast<size_t>(yc.numel()) == want.size());
-      size_t differing = 0;
-      for (size_t i = 0; i < want.size(); ++i) differing += got[i] != want[i];
-      CHECK(differing == 0);
+      CHECK(elements_differing(y, want) == 0);
     }
 }
 
@@ -363,12 +368,7 @@ TEST_CASE("int8: conv2d clamps a value whose two roundings reach top + 1") {
     const std::vector<float> want = emulated_conv_int8(x, w, 1, C, H, W, O, 1, 1, 0, top);
     const Tensor y =
         ga::conv2d_int8(ga::tensor(x, {1, C, H, W}), ga::quantize_int8(ga::tensor(w, {O, C, 1, 1}), k.inputs));
-    const Tensor yc = y.contiguous();
-    const float* got = static_cast<const float*>(yc.raw_data());
-    REQUIRE(static_cast<size_t>(yc.numel()) == want.size());
-    size_t differing = 0;
-    for (size_t i = 0; i < want.size(); ++i) differing += got[i] != want[i];
-    CHECK(differing == 0);
+    CHECK(elements_differing(y, want) == 0);
   }
 }
 
