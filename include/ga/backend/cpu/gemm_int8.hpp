@@ -727,6 +727,9 @@ struct Finisher {
   const float* residual = nullptr;
   const float* out = nullptr;
   Activation activation = Activation::None;
+  // Decided once per product: whether the activation is one the vector paths apply (none or
+  // ReLU: column_sse, tile_columns_avx512), and whether whole tiles go through AVX-512.
+  bool vector_activation = false, avx512_tiles = false;
 
   Finisher(const Tensor& o, const MatmulEpilogue& e, const char* op) {
     detail::check_epilogue(op, o, e);
@@ -734,14 +737,17 @@ struct Finisher {
     if (e.bias.defined()) bias = static_cast<const float*>(e.bias.raw_data());
     if (e.residual.defined()) residual = static_cast<const float*>(e.residual.raw_data());
     activation = e.activation;
+    vector_activation = activation == Activation::None || activation == Activation::Relu;
+#if GA_X86_INT8_KERNELS
+    avx512_tiles = vector_activation && detail::f32_avx512_supported();
+#endif
   }
   /// Stores o[r] = the epilogue of v[r] for r < rows <= kMR: the results of column n, which
   /// go to consecutive places of out. One pass, one store per value; on x86 a full tile's run
   /// without an activation or with ReLU is one SSE vector (column_sse).
   void column(float* o, const float* v, int64_t rows, int64_t n) const {
 #if GA_X86_INT8_KERNELS
-    if (rows == kMR && (activation == Activation::None || activation == Activation::Relu))
-      return column_sse(o, v, n);
+    if (rows == kMR && vector_activation) return column_sse(o, v, n);
 #endif
     if (rows == kMR) return column_run<kMR>(o, v, kMR, n);
     column_run<0>(o, v, rows, n);
@@ -770,7 +776,7 @@ struct Finisher {
   bool tile_columns(const int32_t* acc, const RowQuant& rq, const int32_t* sums, const float* scales, float* o,
                     int64_t stride, int64_t n0) const {
 #if GA_X86_INT8_KERNELS
-    if ((activation == Activation::None || activation == Activation::Relu) && detail::f32_avx512_supported()) {
+    if (avx512_tiles) {
       tile_columns_avx512(acc, rq, sums, scales, o, stride, n0);
       return true;
     }
